@@ -1,0 +1,311 @@
+/* pacsd - command line entry point: subcommands over the codec. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dicom/dump.h"
+#include "dicom/json.h"
+#include "dicom/reader.h"
+#include "dicom/writer.h"
+#include "util/dynbuf.h"
+#include "util/err.h"
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "pacsd %s - DICOM server\n"
+            "\n"
+            "usage: pacsd COMMAND [OPTIONS] [ARGS]\n"
+            "\n"
+            "commands:\n"
+            "  dump [--ts UID] [--max-value N] FILE...   print data sets in the manner of dcmdump\n"
+            "  json [--ts UID] [--pretty] FILE          print a data set as DICOM JSON (PS3.18 F.2)\n"
+            "  convert [--ts SYNTAX] IN OUT             rewrite a file in another transfer syntax:\n"
+            "                                           implicit, explicit, big, deflated or a UID\n"
+            "  version                                  print the version\n"
+            "  help                                     print this text\n"
+            "\n"
+            "--ts UID reads files that have no meta group in that transfer syntax.\n"
+            "Documentation: docs/ in the source tree.\n",
+            PACSD_VERSION);
+}
+
+/* A file mapped read-only; values read with copy_values=false borrow it. */
+struct mapped {
+    uint8_t *p;
+    size_t len;
+};
+
+static int map_file(const char *path, struct mapped *m, struct pacs_err *err)
+{
+    m->p = NULL;
+    m->len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return pacs_err_set(err, PACS_EIO, "cannot open: %s", strerror(errno));
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) != 0) {
+        rc = pacs_err_set(err, PACS_EIO, "cannot stat: %s", strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = pacs_err_set(err, PACS_EINVAL, "not a regular file");
+        goto out;
+    }
+    if (st.st_size == 0) {
+        rc = pacs_err_set(err, PACS_ETRUNC, "empty file");
+        goto out;
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+        rc = pacs_err_set(err, PACS_EIO, "cannot map: %s", strerror(errno));
+        goto out;
+    }
+    m->p = p;
+    m->len = (size_t)st.st_size;
+out:
+    close(fd);
+    return rc;
+}
+
+static void unmap_file(struct mapped *m)
+{
+    if (m->p)
+        munmap(m->p, m->len);
+    m->p = NULL;
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return PACS_EIO;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int fd_write(void *ctx, const void *p, size_t n)
+{
+    return write_all(*(int *)ctx, p, n);
+}
+
+/* Reads one file; on failure prints "pacsd: PATH: reason" on stderr. */
+static int read_file(const char *path, const char *ts, struct mapped *m, struct dcm_file *f)
+{
+    struct pacs_err err = { 0 };
+    int rc = map_file(path, m, &err);
+    if (rc == 0) {
+        struct dcm_read_opts o = { .ts_uid = ts };
+        rc = dcm_read_part10(m->p, m->len, &o, f, &err);
+        if (rc)
+            unmap_file(m);
+    }
+    if (rc)
+        fprintf(stderr, "pacsd: %s: %s\n", path, err.msg);
+    return rc;
+}
+
+static const char *ts_arg(const char *name)
+{
+    if (!strcmp(name, "implicit"))
+        return DCM_UID_IMPLICIT_LE;
+    if (!strcmp(name, "explicit"))
+        return DCM_UID_EXPLICIT_LE;
+    if (!strcmp(name, "big"))
+        return DCM_UID_EXPLICIT_BE;
+    if (!strcmp(name, "deflated"))
+        return DCM_UID_DEFLATED_LE;
+    return name;
+}
+
+static int cmd_dump(int argc, char **argv)
+{
+    const char *ts = NULL;
+    struct dcm_dump_opts o = { 0 };
+    int i = 0, failed = 0;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--ts") && i + 1 < argc) {
+            ts = ts_arg(argv[++i]);
+        } else if (!strcmp(argv[i], "--max-value") && i + 1 < argc) {
+            char *end;
+            unsigned long v = strtoul(argv[++i], &end, 10);
+            if (*end || v == 0 || v > 1u << 20) {
+                fprintf(stderr, "pacsd dump: bad --max-value '%s'\n", argv[i]);
+                return 2;
+            }
+            o.max_value = (unsigned)v;
+        } else {
+            fprintf(stderr, "pacsd dump: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (i == argc) {
+        fprintf(stderr, "pacsd dump: no file given\n");
+        return 2;
+    }
+    struct dynbuf out;
+    dynbuf_init(&out, 0);
+    for (; i < argc; i++) {
+        struct mapped m;
+        struct dcm_file f;
+        if (read_file(argv[i], ts, &m, &f)) {
+            failed = 1;
+            continue;
+        }
+        dynbuf_reset(&out);
+        int rc = dcm_dump_file(&f, &o, &out);
+        if (rc == 0)
+            rc = write_all(STDOUT_FILENO, out.data, out.len);
+        if (rc) {
+            fprintf(stderr, "pacsd: %s: cannot print: %s\n", argv[i], pacs_strerror(rc));
+            failed = 1;
+        }
+        dcm_file_free(&f);
+        unmap_file(&m);
+    }
+    dynbuf_free(&out);
+    return failed;
+}
+
+static int cmd_json(int argc, char **argv)
+{
+    const char *ts = NULL;
+    struct dcm_json_opts o = { 0 };
+    int i = 0, failed = 0;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--ts") && i + 1 < argc) {
+            ts = ts_arg(argv[++i]);
+        } else if (!strcmp(argv[i], "--pretty")) {
+            o.pretty = true;
+        } else {
+            fprintf(stderr, "pacsd json: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (i == argc) {
+        fprintf(stderr, "pacsd json: no file given\n");
+        return 2;
+    }
+    struct dynbuf out;
+    dynbuf_init(&out, 0);
+    for (; i < argc; i++) {
+        struct mapped m;
+        struct dcm_file f;
+        struct pacs_err err = { 0 };
+        if (read_file(argv[i], ts, &m, &f)) {
+            failed = 1;
+            continue;
+        }
+        dynbuf_reset(&out);
+        int rc = dcm_json_write(f.ds, &o, &out, &err);
+        if (rc == 0)
+            rc = dynbuf_putc(&out, '\n');
+        if (rc == 0)
+            rc = write_all(STDOUT_FILENO, out.data, out.len);
+        if (rc) {
+            fprintf(stderr, "pacsd: %s: %s\n", argv[i], err.msg[0] ? err.msg : pacs_strerror(rc));
+            failed = 1;
+        }
+        dcm_file_free(&f);
+        unmap_file(&m);
+    }
+    dynbuf_free(&out);
+    return failed;
+}
+
+static int cmd_convert(int argc, char **argv)
+{
+    const char *ts = DCM_UID_EXPLICIT_LE, *in_ts = NULL;
+    int i = 0;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--ts") && i + 1 < argc) {
+            ts = ts_arg(argv[++i]);
+        } else if (!strcmp(argv[i], "--in-ts") && i + 1 < argc) {
+            in_ts = ts_arg(argv[++i]);
+        } else {
+            fprintf(stderr, "pacsd convert: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (argc - i != 2) {
+        fprintf(stderr, "pacsd convert: need IN and OUT\n");
+        return 2;
+    }
+    const char *in = argv[i], *outp = argv[i + 1];
+    struct mapped m;
+    struct dcm_file f;
+    if (read_file(in, in_ts, &m, &f))
+        return 1;
+    struct pacs_err err = { 0 };
+    int rc = 0;
+    /* Write beside the target and rename, so OUT is whole or absent. */
+    char tmp[4096];
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp%ld", outp, (long)getpid());
+    int fd = -1;
+    if (n < 0 || (size_t)n >= sizeof tmp) {
+        rc = pacs_err_set(&err, PACS_EINVAL, "output path too long");
+        goto out;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = pacs_err_set(&err, PACS_EIO, "cannot create %s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    struct dcm_sink sink = { fd_write, &fd };
+    struct dcm_write_opts wo = { .ts_uid = ts, .src_meta = f.meta };
+    rc = dcm_write_part10(f.ds, &wo, &sink, &err);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = pacs_err_set(&err, PACS_EIO, "cannot sync: %s", strerror(errno));
+    if (close(fd) != 0 && rc == 0)
+        rc = pacs_err_set(&err, PACS_EIO, "cannot close: %s", strerror(errno));
+    fd = -1;
+    if (rc == 0 && rename(tmp, outp) != 0)
+        rc = pacs_err_set(&err, PACS_EIO, "cannot rename to %s: %s", outp, strerror(errno));
+    if (rc)
+        unlink(tmp);
+out:
+    if (rc)
+        fprintf(stderr, "pacsd: %s: %s\n", in, err.msg);
+    dcm_file_free(&f);
+    unmap_file(&m);
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stdout);
+        return 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "dump"))
+        return cmd_dump(argc - 2, argv + 2);
+    if (!strcmp(cmd, "json"))
+        return cmd_json(argc - 2, argv + 2);
+    if (!strcmp(cmd, "convert"))
+        return cmd_convert(argc - 2, argv + 2);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("pacsd %s\n", PACSD_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "pacsd: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,27 @@
+/* limits.h - every named limit on outside input, in one place.
+ *
+ * Parsers check each length read from the wire or a file against the bytes
+ * actually present and against one of these before allocating anything.
+ */
+#ifndef PACS_LIMITS_H
+#define PACS_LIMITS_H
+
+/* Deepest nesting of sequences (SQ -> item -> SQ ...) accepted. */
+#define PACS_MAX_SEQ_DEPTH 32
+/* Largest single element value accepted (bytes); pixel data of a large
+ * multi-frame instance fits, a corrupt 0xFFFFFFF0 length does not. */
+#define PACS_MAX_VALUE_LEN (1u << 31)
+/* Largest file meta information group (group 0002) accepted, bytes. */
+#define PACS_MAX_META_LEN (64u * 1024)
+/* Most elements in one data set or item. */
+#define PACS_MAX_ELEMENTS (1u << 20)
+/* Most items in one sequence, and fragments in encapsulated pixel data. */
+#define PACS_MAX_ITEMS (1u << 20)
+/* Largest inflated size of a Deflated Explicit VR Little Endian data set. */
+#define PACS_MAX_INFLATED_LEN (1ull << 32)
+/* Largest DICOM JSON document accepted by the JSON reader, bytes. */
+#define PACS_MAX_JSON_LEN (256u * 1024 * 1024)
+/* Largest single string value after character-set decoding, bytes. */
+#define PACS_MAX_STRING_LEN (64u * 1024 * 1024)
+
+#endif
