@@ -131,11 +131,60 @@ static const char *ts_arg(const char *name)
     return name;
 }
 
+/* Formats one file that was read into `out`. */
+typedef int (*format_fn)(const struct dcm_file *f, const void *opts, struct dynbuf *out,
+                         struct pacs_err *err);
+
+/* Reads each file, formats it and prints it; a file that fails gets one
+ * line on stderr and the others are still done. Returns the exit status. */
+static int print_files(int argc, char **argv, const char *ts, format_fn format, const void *opts)
+{
+    int failed = 0;
+    struct dynbuf out;
+    dynbuf_init(&out, 0);
+    for (int i = 0; i < argc; i++) {
+        struct mapped m;
+        struct dcm_file f;
+        struct pacs_err err = { 0 };
+        if (read_file(argv[i], ts, &m, &f)) {
+            failed = 1;
+            continue;
+        }
+        dynbuf_reset(&out);
+        int rc = format(&f, opts, &out, &err);
+        if (rc == 0)
+            rc = write_all(STDOUT_FILENO, out.data, out.len);
+        if (rc) {
+            fprintf(stderr, "pacsd: %s: cannot print: %s\n", argv[i],
+                    err.msg[0] ? err.msg : pacs_strerror(rc));
+            failed = 1;
+        }
+        dcm_file_free(&f);
+        unmap_file(&m);
+    }
+    dynbuf_free(&out);
+    return failed;
+}
+
+static int format_dump(const struct dcm_file *f, const void *opts, struct dynbuf *out,
+                       struct pacs_err *err)
+{
+    (void)err;
+    return dcm_dump_file(f, opts, out);
+}
+
+static int format_json(const struct dcm_file *f, const void *opts, struct dynbuf *out,
+                       struct pacs_err *err)
+{
+    int rc = dcm_json_write(f->ds, opts, out, err);
+    return rc ? rc : dynbuf_putc(out, '\n');
+}
+
 static int cmd_dump(int argc, char **argv)
 {
     const char *ts = NULL;
     struct dcm_dump_opts o = { 0 };
-    int i = 0, failed = 0;
+    int i = 0;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--ts") && i + 1 < argc) {
             ts = ts_arg(argv[++i]);
@@ -156,35 +205,14 @@ static int cmd_dump(int argc, char **argv)
         fprintf(stderr, "pacsd dump: no file given\n");
         return 2;
     }
-    struct dynbuf out;
-    dynbuf_init(&out, 0);
-    for (; i < argc; i++) {
-        struct mapped m;
-        struct dcm_file f;
-        if (read_file(argv[i], ts, &m, &f)) {
-            failed = 1;
-            continue;
-        }
-        dynbuf_reset(&out);
-        int rc = dcm_dump_file(&f, &o, &out);
-        if (rc == 0)
-            rc = write_all(STDOUT_FILENO, out.data, out.len);
-        if (rc) {
-            fprintf(stderr, "pacsd: %s: cannot print: %s\n", argv[i], pacs_strerror(rc));
-            failed = 1;
-        }
-        dcm_file_free(&f);
-        unmap_file(&m);
-    }
-    dynbuf_free(&out);
-    return failed;
+    return print_files(argc - i, argv + i, ts, format_dump, &o);
 }
 
 static int cmd_json(int argc, char **argv)
 {
     const char *ts = NULL;
     struct dcm_json_opts o = { 0 };
-    int i = 0, failed = 0;
+    int i = 0;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--ts") && i + 1 < argc) {
             ts = ts_arg(argv[++i]);
@@ -199,31 +227,7 @@ static int cmd_json(int argc, char **argv)
         fprintf(stderr, "pacsd json: no file given\n");
         return 2;
     }
-    struct dynbuf out;
-    dynbuf_init(&out, 0);
-    for (; i < argc; i++) {
-        struct mapped m;
-        struct dcm_file f;
-        struct pacs_err err = { 0 };
-        if (read_file(argv[i], ts, &m, &f)) {
-            failed = 1;
-            continue;
-        }
-        dynbuf_reset(&out);
-        int rc = dcm_json_write(f.ds, &o, &out, &err);
-        if (rc == 0)
-            rc = dynbuf_putc(&out, '\n');
-        if (rc == 0)
-            rc = write_all(STDOUT_FILENO, out.data, out.len);
-        if (rc) {
-            fprintf(stderr, "pacsd: %s: %s\n", argv[i], err.msg[0] ? err.msg : pacs_strerror(rc));
-            failed = 1;
-        }
-        dcm_file_free(&f);
-        unmap_file(&m);
-    }
-    dynbuf_free(&out);
-    return failed;
+    return print_files(argc - i, argv + i, ts, format_json, &o);
 }
 
 static int cmd_convert(int argc, char **argv)

@@ -596,12 +596,9 @@ int dcm_elem_text(const struct dcm_ds *ds, const struct dcm_elem *e, struct dynb
     size_t n = e->len;
     while (n && is_pad(e->val[n - 1]))
         n--;
-    if (!dcm_vr_uses_charset(e->vr)) {
-        if (dynbuf_append(out, e->val, n))
-            return pacs_err_set(err, PACS_ENOMEM, "out of memory");
-        return 0;
-    }
-    const struct dcm_elem *cs = dcm_ds_charset(ds);
+    /* VRs restricted to the default repertoire ignore (0008,0005), but the
+     * bytes >= 0x80 that occur in them anyway still become valid UTF-8. */
+    const struct dcm_elem *cs = dcm_vr_uses_charset(e->vr) ? dcm_ds_charset(ds) : NULL;
     return dcm_charset_decode(cs ? cs->val : NULL, cs ? cs->len : 0, e->vr, e->val, n, out, err);
 }
 

@@ -85,6 +85,7 @@ struct dcm_ds {
     struct dcm_arena *arena;      /* shared by the root and all its items */
     const struct dcm_ds *parent;  /* the data set holding this item, or NULL */
     uint16_t flags;               /* items: DCM_EF_UNDEF_LEN if delimited */
+    uint32_t len;                 /* items: length as read (0 if built) */
     bool is_root;
 };
 

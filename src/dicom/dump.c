@@ -160,8 +160,13 @@ static int dump_elem(const struct dcm_ds *ds, const struct dcm_elem *e,
         for (uint32_t i = 0; i < e->u.items.n && !rc; i++) {
             const struct dcm_ds *it = e->u.items.v[i];
             bool iu = it->flags & DCM_EF_UNDEF_LEN;
+            char ilen[16];
             snprintf(desc, sizeof desc, "(Item with %s length #=%u)", iu ? "undefined" : "explicit", it->n);
-            rc = line(out, depth + 1, DCM_TAG_ITEM, "na", desc, iu ? "u/l" : "", 1, "Item");
+            if (iu)
+                snprintf(ilen, sizeof ilen, "u/l");
+            else
+                snprintf(ilen, sizeof ilen, "%u", it->len);
+            rc = line(out, depth + 1, DCM_TAG_ITEM, "na", desc, ilen, 1, "Item");
             if (!rc)
                 rc = dcm_dump_ds(it, o, depth + 2, out);
             if (!rc && iu)

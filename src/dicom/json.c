@@ -286,30 +286,6 @@ static int ds_json_text(const char *s, size_t n, struct dynbuf *b)
     return rc;
 }
 
-/* Strict [+-]digits to int64. */
-static bool parse_i64(const char *s, size_t n, int64_t *out)
-{
-    size_t i = 0;
-    bool neg = false;
-    if (i < n && (s[i] == '+' || s[i] == '-'))
-        neg = s[i++] == '-';
-    if (i == n)
-        return false;
-    uint64_t v = 0;
-    for (; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        unsigned dgt = (unsigned)(s[i] - '0');
-        if (v > (UINT64_MAX - dgt) / 10)
-            return false;
-        v = v * 10 + dgt;
-    }
-    if (neg ? v > (uint64_t)INT64_MAX + 1 : v > (uint64_t)INT64_MAX)
-        return false;
-    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
-    return true;
-}
-
 /* Strict digits to uint64 (an optional '+'). */
 static bool parse_u64(const char *s, size_t n, uint64_t *out)
 {
@@ -330,6 +306,20 @@ static bool parse_u64(const char *s, size_t n, uint64_t *out)
     *out = v;
     return true;
 }
+
+/* Strict [+-]digits to int64. */
+static bool parse_i64(const char *s, size_t n, int64_t *out)
+{
+    bool neg = n && s[0] == '-';
+    uint64_t v;
+    if (!parse_u64(s + neg, n - neg, &v) || (neg && n > 1 && s[1] == '+'))
+        return false;
+    if (neg ? v > (uint64_t)INT64_MAX + 1 : v > (uint64_t)INT64_MAX)
+        return false;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return true;
+}
+
 
 static bool is_space_pad(unsigned char c) { return c == ' ' || c == '\0'; }
 

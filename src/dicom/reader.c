@@ -222,6 +222,7 @@ static int parse_items(struct rd *r, struct dcm_ds *ds, struct dcm_elem *e, size
         if (!item)
             return fail(r, PACS_ENOMEM, at, "out of memory");
         int rc;
+        item->len = len;
         if (len == DCM_UNDEFINED_LENGTH) {
             item->flags = DCM_EF_UNDEF_LEN;
             rc = parse_dataset(r, item, end, true, false, depth + 1);
@@ -742,16 +743,10 @@ static int sfail(struct dcm_stream *s, struct pacs_err *err, int code, const cha
 static int sfail(struct dcm_stream *s, struct pacs_err *err, int code, const char *fmt, ...)
 {
     s->phase = ST_FAILED;
-    if (err) {
-        char msg[200];
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            msg[0] = '\0';
-        pacs_err_set(err, code, "%s", msg);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    pacs_err_vset(err, code, fmt, ap);
+    va_end(ap);
     return code;
 }
 

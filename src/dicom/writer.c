@@ -392,13 +392,22 @@ static int keep_meta(struct dcm_ds *meta, const struct dcm_ds *src, uint32_t tag
     return dcm_ds_put(meta, tag, e->vr, e->val, e->len, NULL);
 }
 
+static bool has_value(const struct dcm_elem *e)
+{
+    return e && e->len && !(e->flags & (DCM_EF_SEQ | DCM_EF_ENCAPS));
+}
+
+/* The meta group's SOP Class/Instance UID `to` comes from the data set's
+ * `from` or, for a data set that lacks it, from the source meta group. */
 static int copy_uid(struct dcm_ds *meta, uint32_t to, const struct dcm_ds *ds, uint32_t from,
-                    const char *what, struct pacs_err *err)
+                    const struct dcm_ds *src_meta, const char *what, struct pacs_err *err)
 {
     const struct dcm_elem *e = dcm_ds_find(ds, from);
-    if (!e || !e->len || (e->flags & (DCM_EF_SEQ | DCM_EF_ENCAPS)))
-        return pacs_err_set(err, PACS_EINVAL, "data set has no %s (%04X,%04X)", what,
-                            DCM_GROUP(from), DCM_ELEMENT(from));
+    if (!has_value(e) && src_meta)
+        e = dcm_ds_find(src_meta, to);
+    if (!has_value(e))
+        return pacs_err_set(err, PACS_EINVAL, "data set has no %s (%04X,%04X) and no meta group names one",
+                            what, DCM_GROUP(from), DCM_ELEMENT(from));
     if (dcm_ds_put(meta, to, DCM_VR_UI, e->val, e->len, NULL))
         return pacs_err_set(err, PACS_ENOMEM, "out of memory");
     return 0;
@@ -423,9 +432,20 @@ int dcm_write_part10(const struct dcm_ds *ds, const struct dcm_write_opts *o,
         return pacs_err_set(err, PACS_ENOMEM, "out of memory");
     static const uint8_t version[2] = { 0, 1 };
     uint32_t zero = 0;
-    if ((rc = copy_uid(meta, DCM_TAG(0x0002, 0x0002), ds, DCM_TAG(0x0008, 0x0016), "SOP Class UID", err)) ||
-        (rc = copy_uid(meta, DCM_TAG(0x0002, 0x0003), ds, DCM_TAG(0x0008, 0x0018), "SOP Instance UID", err)))
+    if ((rc = copy_uid(meta, DCM_TAG(0x0002, 0x0002), ds, DCM_TAG(0x0008, 0x0016), o->src_meta,
+                       "SOP Class UID", err)) ||
+        (rc = copy_uid(meta, DCM_TAG(0x0002, 0x0003), ds, DCM_TAG(0x0008, 0x0018), o->src_meta,
+                       "SOP Instance UID", err)))
         goto out;
+    const struct dcm_elem *cls = dcm_ds_find(meta, DCM_TAG(0x0002, 0x0002));
+    const struct dcm_uid_entry *u = dcm_uid_lookup((const char *)cls->val, cls->len);
+    if (u && !strcmp(u->uid, "1.2.840.10008.1.3.10")) {
+        /* Directory records hold offsets from the file's first byte, which
+         * a new meta group would move. */
+        rc = pacs_err_set(err, PACS_EUNSUPPORTED,
+                          "a DICOMDIR cannot be rewritten: its records hold byte offsets into the file");
+        goto out;
+    }
     if (dcm_ds_put(meta, DCM_TAG(0x0002, 0x0000), DCM_VR_UL, &zero, 4, NULL) ||
         dcm_ds_put(meta, DCM_TAG(0x0002, 0x0001), DCM_VR_OB, version, 2, NULL) ||
         dcm_ds_put_str(meta, DCM_TAG_TRANSFER_SYNTAX, DCM_VR_UI, ts_uid) ||

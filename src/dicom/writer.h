@@ -47,8 +47,10 @@ struct dcm_write_opts {
     int deflate_level;            /* Deflated only: 0 = zlib default */
 };
 
-/* Writes preamble, "DICM", meta group and the data set. The data set must
- * hold SOP Class UID (0008,0016) and SOP Instance UID (0008,0018). */
+/* Writes preamble, "DICM", meta group and the data set. SOP Class UID and
+ * SOP Instance UID come from the data set (0008,0016/0018) or, failing that,
+ * from o->src_meta (0002,0002/0003); PACS_EINVAL when neither has them.
+ * A DICOMDIR is refused (PACS_EUNSUPPORTED): its offsets would be wrong. */
 int dcm_write_part10(const struct dcm_ds *ds, const struct dcm_write_opts *o,
                      const struct dcm_sink *sink, struct pacs_err *err);
 

@@ -3,17 +3,22 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-int pacs_err_set(struct pacs_err *e, int code, const char *fmt, ...)
+int pacs_err_vset(struct pacs_err *e, int code, const char *fmt, va_list ap)
 {
     if (e) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-        va_end(ap);
-        if (n < 0)
+        if (vsnprintf(e->msg, sizeof e->msg, fmt, ap) < 0)
             e->msg[0] = '\0';
         e->code = code;
     }
+    return code;
+}
+
+int pacs_err_set(struct pacs_err *e, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pacs_err_vset(e, code, fmt, ap);
+    va_end(ap);
     return code;
 }
 

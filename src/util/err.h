@@ -8,6 +8,7 @@
 #ifndef PACS_ERR_H
 #define PACS_ERR_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 enum pacs_errcode {
@@ -31,6 +32,10 @@ struct pacs_err {
  * callers can write `return pacs_err_set(e, PACS_EINVAL, "...")`. */
 int pacs_err_set(struct pacs_err *e, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* As pacs_err_set with a va_list. */
+int pacs_err_vset(struct pacs_err *e, int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* Clears *e (if non-NULL) to PACS_OK and an empty message. */
 void pacs_err_clear(struct pacs_err *e);

@@ -196,6 +196,12 @@ static void test_text_and_pn(void **state)
     assert_int_equal(dcm_elem_text(ds, dcm_ds_find(ds, DCM_TAG(0x0010, 0x0010)), &t, NULL), 0);
     assert_string_equal((char *)t.data, "M\xc3\xbcller^J\xc3\xbcrgen");
     dynbuf_free(&t);
+    /* A CS value ignores the character set but still comes out as UTF-8. */
+    assert_int_equal(dcm_ds_put_str(ds, DCM_TAG(0x0008, 0x0060), DCM_VR_CS, "\xe9T"), 0);
+    dynbuf_init(&t, 0);
+    assert_int_equal(dcm_elem_text(ds, dcm_ds_find(ds, DCM_TAG(0x0008, 0x0060)), &t, NULL), 0);
+    assert_string_equal((char *)t.data, "\xc3\xa9T");
+    dynbuf_free(&t);
 
     struct dcm_pn pn;
     const char *name = "Yamada^Tarou=\xe5\xb1\xb1\xe7\x94\xb0^\xe5\xa4\xaa\xe9\x83\x8e=\xe3\x82\x84\xe3\x81\xbe\xe3\x81\x9f\xe3\x82\x99^";

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "dicom/json.h"
+#include "testutil.h"
 #include "dicom/reader.h"
 #include "util/limits.h"
 
@@ -108,36 +109,6 @@ static void expect_round_trip(const struct dcm_ds *ds)
         free(a);
         free(b);
     }
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *buf = malloc(cap);
-    assert_non_null(buf);
-    for (;;) {
-        if (n == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        if (!got)
-            break;
-        n += got;
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
-static const char *pydicom_dir(void)
-{
-    const char *d = getenv("PYDICOM_TEST_FILES");
-    return d && *d ? d : "/usr/lib/python3/dist-packages/pydicom/data/test_files";
 }
 
 /* --- writer: one test per family of VRs ----------------------------------- */
@@ -1007,10 +978,10 @@ static void test_real_file_ct_small(void **state)
 {
     (void)state;
     char path[512];
-    int n = snprintf(path, sizeof path, "%s/CT_small.dcm", pydicom_dir());
+    int n = snprintf(path, sizeof path, "%s/CT_small.dcm", test_pydicom_dir());
     assert_true(n > 0 && (size_t)n < sizeof path);
     size_t len;
-    uint8_t *buf = read_file(path, &len);
+    uint8_t *buf = test_load_file(path, &len);
     if (!buf)
         skip();
     struct dcm_file f;
@@ -1054,10 +1025,10 @@ static void test_pydicom_json_files(void **state)
 {
     (void)state;
     char path[512];
-    int n = snprintf(path, sizeof path, "%s/test_PN.json", pydicom_dir());
+    int n = snprintf(path, sizeof path, "%s/test_PN.json", test_pydicom_dir());
     assert_true(n > 0 && (size_t)n < sizeof path);
     size_t len;
-    char *buf = (char *)read_file(path, &len);
+    char *buf = (char *)test_load_file(path, &len);
     if (!buf)
         skip();
     struct dcm_ds *ds = NULL;
@@ -1070,9 +1041,9 @@ static void test_pydicom_json_files(void **state)
     free(buf);
 
     /* test1.json has a null among US values, which a data set cannot hold. */
-    n = snprintf(path, sizeof path, "%s/test1.json", pydicom_dir());
+    n = snprintf(path, sizeof path, "%s/test1.json", test_pydicom_dir());
     assert_true(n > 0 && (size_t)n < sizeof path);
-    buf = (char *)read_file(path, &len);
+    buf = (char *)test_load_file(path, &len);
     assert_non_null(buf);
     assert_int_equal(dcm_json_read(buf, len, &ds, &err), PACS_EINVAL);
     assert_non_null(strstr(err.msg, "00181310: Value[4] is null"));

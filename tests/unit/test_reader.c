@@ -1,6 +1,5 @@
 /* Unit tests: the Part 10 reader (whole buffer and streaming) on hand-built
  * encodings, malformed input and limits, and on pydicom's test files. */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +13,7 @@
 
 #include "dicom/dump.h"
 #include "dicom/reader.h"
+#include "testutil.h"
 #include "util/limits.h"
 
 /* --- a tiny encoder for test inputs (independent of writer.c) ------------ */
@@ -567,72 +567,48 @@ static void test_stream_stop_reports_used(void **state)
     dynbuf_free(&e.b);
 }
 
-static uint8_t *load(const char *path, size_t *len)
+struct stream_check {
+    unsigned parsed;
+};
+
+/* One pydicom test file: streamed in chunks of 1, 7 and 4096 bytes, the
+ * result (or the failure) equals the whole-buffer read. */
+static void stream_vs_whole(const char *name, const uint8_t *buf, size_t len, void *ctx)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    struct dynbuf b;
-    dynbuf_init(&b, 0);
-    uint8_t tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, fp)) > 0)
-        assert_int_equal(dynbuf_append(&b, tmp, n), 0);
-    fclose(fp);
-    return (uint8_t *)dynbuf_take(&b, len);
+    struct stream_check *c = ctx;
+    struct dcm_file whole;
+    struct pacs_err err = { 0 };
+    int a = dcm_read_part10(buf, len, NULL, &whole, &err);
+    char *want = a == 0 ? dump_of(&whole) : NULL;
+    c->parsed += a == 0;
+    static const size_t chunks[] = { 1, 7, 4096 };
+    for (int k = 0; k < 3; k++) {
+        if (chunks[k] == 1 && len > 300000)
+            continue; /* byte-at-a-time on the big ones only costs time */
+        struct dcm_file s;
+        int b = stream_all(buf, len, chunks[k], NULL, &s, &err, NULL);
+        if ((a == 0) != (b == 0))
+            fail_msg("%s chunk %zu: whole %d, stream %d (%s)", name, chunks[k], a, b, err.msg);
+        if (b == 0) {
+            char *got = dump_of(&s);
+            if (strcmp(want, got) != 0)
+                fail_msg("%s chunk %zu: streamed data set differs", name, chunks[k]);
+            free(got);
+            dcm_file_free(&s);
+        }
+    }
+    free(want);
+    if (a == 0)
+        dcm_file_free(&whole);
 }
 
-/* Every pydicom test file: streamed in chunks of 1, 7 and 4096 bytes, the
- * result (or the failure) equals the whole-buffer read. */
 static void test_stream_equals_whole_on_corpus(void **state)
 {
     (void)state;
-    const char *dir = getenv("PYDICOM_TEST_FILES");
-    if (!dir)
-        dir = "/usr/lib/python3/dist-packages/pydicom/data/test_files";
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *de;
-    unsigned files = 0, parsed = 0;
-    while ((de = readdir(d)) != NULL) {
-        size_t nl = strlen(de->d_name);
-        if (nl < 4 || strcmp(de->d_name + nl - 4, ".dcm") != 0)
-            continue;
-        char path[1024];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        size_t len;
-        uint8_t *buf = load(path, &len);
-        assert_non_null(buf);
-        files++;
-        struct dcm_file whole;
-        struct pacs_err err = { 0 };
-        int a = dcm_read_part10(buf, len, NULL, &whole, &err);
-        char *want = a == 0 ? dump_of(&whole) : NULL;
-        parsed += a == 0;
-        static const size_t chunks[] = { 1, 7, 4096 };
-        for (int k = 0; k < 3; k++) {
-            if (chunks[k] == 1 && len > 300000)
-                continue; /* byte-at-a-time on the big ones only costs time */
-            struct dcm_file s;
-            int b = stream_all(buf, len, chunks[k], NULL, &s, &err, NULL);
-            if ((a == 0) != (b == 0))
-                fail_msg("%s chunk %zu: whole %d, stream %d (%s)", de->d_name, chunks[k], a, b, err.msg);
-            if (b == 0) {
-                char *got = dump_of(&s);
-                if (strcmp(want, got) != 0)
-                    fail_msg("%s chunk %zu: streamed data set differs", de->d_name, chunks[k]);
-                free(got);
-                dcm_file_free(&s);
-            }
-        }
-        free(want);
-        if (a == 0)
-            dcm_file_free(&whole);
-        free(buf);
-    }
-    closedir(d);
+    struct stream_check c = { 0 };
+    unsigned files = test_each_pydicom_file(stream_vs_whole, &c);
     assert_true(files > 50);
-    assert_true(parsed > 50);
+    assert_true(c.parsed > 50);
 }
 
 int main(void)

@@ -1,5 +1,4 @@
 /* Unit tests: the writer, alone and against the reader. */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +12,7 @@
 #include "dicom/dump.h"
 #include "dicom/reader.h"
 #include "dicom/writer.h"
+#include "testutil.h"
 
 static const char *all_ts[] = { DCM_UID_IMPLICIT_LE, DCM_UID_EXPLICIT_LE, DCM_UID_EXPLICIT_BE,
                                 DCM_UID_DEFLATED_LE };
@@ -214,21 +214,6 @@ static void test_sink_errors_propagate(void **state)
     dcm_ds_free(ds);
 }
 
-static uint8_t *load(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    struct dynbuf b;
-    dynbuf_init(&b, 0);
-    uint8_t tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, fp)) > 0)
-        assert_int_equal(dynbuf_append(&b, tmp, n), 0);
-    fclose(fp);
-    return (uint8_t *)dynbuf_take(&b, len);
-}
-
 /* Files whose bytes pacsd deliberately does not reproduce, and why. */
 static const char *const not_canonical[][2] = {
     /* Its group length elements are wrong (e.g. (0008,0000) says 328 for 602
@@ -247,65 +232,56 @@ static bool is_not_canonical(const char *name)
     return false;
 }
 
-/* Every pydicom test file that reads: its data set written in its own
+struct identity_check {
+    unsigned checked, failed;
+};
+
+/* One pydicom test file that reads: its data set written in its own
  * transfer syntax is byte-identical to the input's data set. */
+static void rewrite_identical(const char *name, const uint8_t *buf, size_t len, void *ctx)
+{
+    struct identity_check *c = ctx;
+    struct dcm_file f;
+    if (dcm_read_part10(buf, len, NULL, &f, NULL) != 0)
+        return;
+    const uint8_t *in = f.inflated ? f.inflated : buf + f.ds_offset;
+    size_t inlen = f.end_offset - (f.inflated ? 0 : f.ds_offset);
+    const char *ts = !f.ts.explicit_vr ? DCM_UID_IMPLICIT_LE
+                     : f.ts.big_endian ? DCM_UID_EXPLICIT_BE
+                     : f.ts.encapsulated ? f.ts_uid : DCM_UID_EXPLICIT_LE;
+    struct dynbuf out;
+    dynbuf_init(&out, 0);
+    struct dcm_sink sink = dcm_sink_dynbuf(&out);
+    struct pacs_err err = { 0 };
+    int rc = dcm_write_dataset(f.ds, ts, &sink, &err);
+    bool same = rc == 0 && out.len == inlen && memcmp(out.data, in, inlen) == 0;
+    if (is_not_canonical(name)) {
+        /* Keep the list honest: a listed file must really differ. */
+        if (same) {
+            fprintf(stderr, "listed as not canonical but identical: %s\n", name);
+            c->failed++;
+        }
+    } else if (!same) {
+        size_t at = 0;
+        while (at < out.len && at < inlen && out.data[at] == in[at])
+            at++;
+        fprintf(stderr, "not identical: %s (%s) first difference at %zu of %zu/%zu %s\n", name, ts,
+                at, out.len, inlen, err.msg);
+        c->failed++;
+    }
+    c->checked++;
+    dynbuf_free(&out);
+    dcm_file_free(&f);
+}
+
 static void test_corpus_byte_identical(void **state)
 {
     (void)state;
-    const char *dir = getenv("PYDICOM_TEST_FILES");
-    if (!dir)
-        dir = "/usr/lib/python3/dist-packages/pydicom/data/test_files";
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *de;
-    unsigned checked = 0, failed = 0;
-    while ((de = readdir(d)) != NULL) {
-        size_t nl = strlen(de->d_name);
-        if (nl < 4 || strcmp(de->d_name + nl - 4, ".dcm") != 0)
-            continue;
-        char path[1024];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        size_t len;
-        uint8_t *buf = load(path, &len);
-        struct dcm_file f;
-        if (dcm_read_part10(buf, len, NULL, &f, NULL) != 0) {
-            free(buf);
-            continue;
-        }
-        const uint8_t *in = f.inflated ? f.inflated : buf + f.ds_offset;
-        size_t inlen = f.end_offset - (f.inflated ? 0 : f.ds_offset);
-        const char *ts = !f.ts.explicit_vr ? DCM_UID_IMPLICIT_LE
-                         : f.ts.big_endian ? DCM_UID_EXPLICIT_BE
-                         : f.ts.encapsulated ? f.ts_uid : DCM_UID_EXPLICIT_LE;
-        struct dynbuf out;
-        dynbuf_init(&out, 0);
-        struct dcm_sink sink = dcm_sink_dynbuf(&out);
-        struct pacs_err err = { 0 };
-        int rc = dcm_write_dataset(f.ds, ts, &sink, &err);
-        bool same = rc == 0 && out.len == inlen && memcmp(out.data, in, inlen) == 0;
-        if (is_not_canonical(de->d_name)) {
-            /* Keep the list honest: a listed file must really differ. */
-            if (same) {
-                fprintf(stderr, "listed as not canonical but identical: %s\n", de->d_name);
-                failed++;
-            }
-        } else if (!same) {
-            size_t at = 0;
-            while (at < out.len && at < inlen && out.data[at] == in[at])
-                at++;
-            fprintf(stderr, "not identical: %s (%s) first difference at %zu of %zu/%zu %s\n",
-                    de->d_name, ts, at, out.len, inlen, err.msg);
-            failed++;
-        }
-        checked++;
-        dynbuf_free(&out);
-        dcm_file_free(&f);
-        free(buf);
-    }
-    closedir(d);
-    fprintf(stderr, "%u files checked, %u not identical\n", checked, failed);
-    assert_true(checked > 50);
-    assert_int_equal(failed, 0);
+    struct identity_check c = { 0 };
+    test_each_pydicom_file(rewrite_identical, &c);
+    fprintf(stderr, "%u files checked, %u not identical\n", c.checked, c.failed);
+    assert_true(c.checked > 50);
+    assert_int_equal(c.failed, 0);
 }
 
 int main(void)
