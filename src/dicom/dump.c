@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The value column is padded to this width, as dcmdump does. */
-#define VALUE_COLUMN 40
+/* Tag, VR and value are padded to this width, as dcmdump does. */
+#define VALUE_COLUMN 55
 
 static const char *ts_name(const struct dcm_file *f)
 {
@@ -123,12 +123,12 @@ static int line(struct dynbuf *out, unsigned depth, uint32_t tag, const char *vr
     size_t start = out->len;
     rc = dynbuf_printf(out, "(%04x,%04x) %s %s", DCM_GROUP(tag), DCM_ELEMENT(tag), vr, value);
     size_t width = out->len - start;
-    while (!rc && width < VALUE_COLUMN + 12) {
+    while (!rc && width < VALUE_COLUMN) {
         rc = dynbuf_putc(out, ' ');
         width++;
     }
     if (!rc)
-        rc = dynbuf_printf(out, " # %4s, %u %s\n", len, vm, name);
+        rc = dynbuf_printf(out, " # %3s, %u %s\n", len, vm, name);
     return rc;
 }
 

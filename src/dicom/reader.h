@@ -95,7 +95,10 @@ struct dcm_stream *dcm_stream_new(const struct dcm_read_opts *opts);
 /* Gives the next n bytes. Returns 0 when more input is welcome, 1 when the
  * stop tag was reached (the rest of the input is not needed, and `*used`
  * says how many of these n bytes were taken), or a negative error, after
- * which the stream only fails. `used` may be NULL. */
+ * which the stream only fails. `used` may be NULL. A call that returned 0
+ * may have taken up to 3 bytes of the stopping element's tag (too few to
+ * see it); the result's end_offset is the exact input offset of the stop.
+ * For Deflated input `*used` is always n. */
 int dcm_stream_feed(struct dcm_stream *s, const uint8_t *p, size_t n, size_t *used,
                     struct pacs_err *err);
 /* Ends the input and moves the result into *f (which the caller then owns

@@ -567,6 +567,56 @@ static void test_stream_stop_reports_used(void **state)
     dynbuf_free(&e.b);
 }
 
+/* A raw data set in a transfer syntax named by the caller, as a DIMSE
+ * P-DATA stream delivers it: streamed in small chunks it reads as the whole
+ * buffer does, with and without a stop tag. */
+static void test_stream_raw_dataset(void **state)
+{
+    (void)state;
+    struct enc e;
+    e_init(&e, false);
+    im(&e, 0x0008, 0x0018, "1.2.3.4\0", 8);
+    im(&e, 0x0008, 0x1140, NULL, DCM_UNDEFINED_LENGTH);
+    item(&e, DCM_UNDEFINED_LENGTH);
+    im(&e, 0x0008, 0x1150, "1.2\0", 4);
+    delim(&e, 0xe00d);
+    delim(&e, 0xe0dd);
+    im(&e, 0x0010, 0x0010, "Doe^Jane", 8);
+    static uint8_t px[3000];
+    for (size_t i = 0; i < sizeof px; i++)
+        px[i] = (uint8_t)i;
+    im(&e, 0x7fe0, 0x0010, px, sizeof px);
+    struct dcm_read_opts o = { .ts_uid = DCM_UID_IMPLICIT_LE };
+    struct dcm_file whole, streamed;
+    struct pacs_err err = { 0 };
+    assert_int_equal(read_buf(&e, &o, &whole, &err), 0);
+    char *want = dump_of(&whole);
+    const size_t chunks[] = { 1, 5, 64, 100000 };
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(stream_all(e.b.data, e.b.len, chunks[k], &o, &streamed, &err, NULL), 0);
+        assert_string_equal(streamed.ts_uid, DCM_UID_IMPLICIT_LE);
+        char *got = dump_of(&streamed);
+        assert_string_equal(got, want);
+        assert_memory_equal(dcm_ds_find(streamed.ds, DCM_TAG_PIXEL_DATA)->val, px, sizeof px);
+        free(got);
+        dcm_file_free(&streamed);
+    }
+    struct dcm_read_opts head = { .ts_uid = DCM_UID_IMPLICIT_LE, .stop_tag = DCM_TAG_PIXEL_DATA };
+    size_t fed;
+    assert_int_equal(stream_all(e.b.data, e.b.len, 7, &head, &streamed, &err, &fed), 0);
+    assert_true(streamed.stopped);
+    /* Reading stopped at the Pixel Data tag; up to 3 bytes of it may have
+     * been taken by the call before the one that saw the whole tag. */
+    size_t px_at = e.b.len - 8 - sizeof px;
+    assert_int_equal(streamed.end_offset, px_at);
+    assert_true(fed >= px_at && fed <= px_at + 3);
+    assert_int_equal(streamed.ds->n, 3);
+    dcm_file_free(&streamed);
+    free(want);
+    dcm_file_free(&whole);
+    dynbuf_free(&e.b);
+}
+
 struct stream_check {
     unsigned parsed;
 };
@@ -625,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_mislabelled_implicit),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_stream_stop_reports_used),
+        cmocka_unit_test(test_stream_raw_dataset),
         cmocka_unit_test(test_stream_equals_whole_on_corpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
