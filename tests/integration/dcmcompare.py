@@ -392,6 +392,18 @@ class AllowedDifferences:
         return [n for n, c in self.hits.items() if c == 0]
 
 
+def judge(diffs, allowed):
+    """Splits diffs into (unexplained, {rule: count}) by the allowed list."""
+    bad, used = [], {}
+    for d in diffs:
+        rule = allowed.classify(d)
+        if rule is None:
+            bad.append(d)
+        else:
+            used[rule] = used.get(rule, 0) + 1
+    return bad, used
+
+
 def compare_json(a, b, ctx=None, path="", depth=0):
     """Differences between two DICOM JSON objects as parsed by json.loads:
     a (pacsd) and b (reference). Unlike compare_trees nothing is normalized

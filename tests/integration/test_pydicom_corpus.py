@@ -229,18 +229,6 @@ class Report:
             print("    " + d)
 
 
-def judge(diffs, allowed):
-    """Splits diffs into (unexplained, {rule: count})."""
-    bad, used = [], {}
-    for d in diffs:
-        rule = allowed.classify(d)
-        if rule is None:
-            bad.append(d)
-        else:
-            used[rule] = used.get(rule, 0) + 1
-    return bad, used
-
-
 def describe(bad, limit=25):
     lines = [str(d) for d in bad[:limit]]
     if len(bad) > limit:
@@ -319,7 +307,7 @@ def main(argv):
         ref = dc.py_tree(ds)
         ctx = Ctx(name, ds, ref)
         diffs = dc.compare_trees(dc.json_tree(pj), ref, ctx=ctx)
-        bad, used = judge(diffs, elem_allowed)
+        bad, used = dc.judge(diffs, elem_allowed)
         n = count_elems(ref)
         if bad:
             rep.fail("%s: (b) %d unexplained element differences with pydicom" % (name, len(bad)),
@@ -336,7 +324,7 @@ def main(argv):
             rep.fail("%s: (c) pydicom's to_json_dict failed: %r" % (name, e))
             continue
         diffs = dc.compare_json(pj, ref_json, ctx=ctx)
-        bad, used = judge(diffs, json_allowed)
+        bad, used = dc.judge(diffs, json_allowed)
         if bad:
             rep.fail("%s: (c) %d unexplained JSON differences with pydicom" % (name, len(bad)),
                      describe(bad))

@@ -348,17 +348,6 @@ class Report:
                 print("    " + str(d))
 
 
-def judge(diffs, allowed):
-    bad, used = [], {}
-    for d in diffs:
-        rule = allowed.classify(d)
-        if rule is None:
-            bad.append(d)
-        else:
-            used[rule] = used.get(rule, 0) + 1
-    return bad, used
-
-
 def _used(used):
     if not used:
         return ""
@@ -490,7 +479,7 @@ def check_file(rep, allowed, info, res):
         diffs = []
         if not problems:
             diffs = dc.compare_json(out_json, in_json, ctx=ctx)
-            bad, used = judge(diffs, allowed)
+            bad, used = dc.judge(diffs, allowed)
             problems += [str(d) for d in bad[:20]]
             if not bad and out_dump != in_dump:
                 tags = {d.tag for d in diffs if d.tag is not None}
@@ -529,7 +518,7 @@ def check_file(rep, allowed, info, res):
             ctx.out_flat = dc.flatten(out_tree)
             ctx.labels = ("output", "input")
             diffs = dc.compare_trees(out_tree, in_tree, ctx=ctx)
-            bad, used = judge(diffs, allowed)
+            bad, used = dc.judge(diffs, allowed)
             rep.check(not bad, "%s: (iii) pydicom reads the same elements%s" % (what, _used(used)),
                       [str(d) for d in (bad[:20] if bad else diffs)], show_details=True)
 
