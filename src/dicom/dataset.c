@@ -455,6 +455,8 @@ static int number_text(const struct dcm_elem *e, uint32_t idx, char *buf, size_t
 
 int dcm_elem_int(const struct dcm_elem *e, uint32_t idx, int64_t *out)
 {
+    if (!dcm_elem_is_value(e))
+        return PACS_EINVAL;
     unsigned sz = dcm_vr_num_size(e->vr);
     switch (e->vr) {
     case DCM_VR_US: case DCM_VR_UL: case DCM_VR_UV: {
@@ -503,6 +505,8 @@ int dcm_elem_int(const struct dcm_elem *e, uint32_t idx, int64_t *out)
 
 int dcm_elem_uint(const struct dcm_elem *e, uint32_t idx, uint64_t *out)
 {
+    if (!dcm_elem_is_value(e))
+        return PACS_EINVAL;
     unsigned sz = dcm_vr_num_size(e->vr);
     switch (e->vr) {
     case DCM_VR_US: case DCM_VR_UL: case DCM_VR_UV:
@@ -525,6 +529,8 @@ int dcm_elem_uint(const struct dcm_elem *e, uint32_t idx, uint64_t *out)
 
 int dcm_elem_double(const struct dcm_elem *e, uint32_t idx, double *out)
 {
+    if (!dcm_elem_is_value(e))
+        return PACS_EINVAL;
     switch (e->vr) {
     case DCM_VR_FL: case DCM_VR_OF: {
         if ((uint64_t)idx * 4 + 4 > e->len)
@@ -568,7 +574,7 @@ int dcm_elem_double(const struct dcm_elem *e, uint32_t idx, double *out)
 
 int dcm_elem_tag(const struct dcm_elem *e, uint32_t idx, uint32_t *out)
 {
-    if (e->vr != DCM_VR_AT)
+    if (e->vr != DCM_VR_AT || !dcm_elem_is_value(e))
         return PACS_EINVAL;
     if ((uint64_t)idx * 4 + 4 > e->len)
         return PACS_ENOTFOUND;
@@ -581,7 +587,7 @@ const struct dcm_elem *dcm_ds_charset(const struct dcm_ds *ds)
 {
     for (; ds; ds = ds->parent) {
         const struct dcm_elem *e = dcm_ds_find(ds, DCM_TAG_SPECIFIC_CHARSET);
-        if (e)
+        if (e && dcm_elem_is_value(e))
             return e;
     }
     return NULL;
@@ -607,6 +613,8 @@ int dcm_elem_text(const struct dcm_ds *ds, const struct dcm_elem *e, struct dynb
 void dcm_pn_split(const char *s, size_t n, struct dcm_pn *pn)
 {
     memset(pn, 0, sizeof *pn);
+    if (!s) /* an empty buffer may have no storage */
+        s = "";
     const char *p = s, *end = s + n;
     unsigned g = 0;
     for (;;) {

@@ -134,6 +134,14 @@ int dcm_elem_push_frag(struct dcm_ds *ds, struct dcm_elem *e, const uint8_t *dat
 
 /* --- accessors ----------------------------------------------------------- */
 
+/* True if e holds a plain value in val/len (not a sequence, not
+ * encapsulated pixel data). Any element read from outside may be either:
+ * check before reading val, whatever the tag is supposed to hold. */
+static inline bool dcm_elem_is_value(const struct dcm_elem *e)
+{
+    return !(e->flags & (DCM_EF_SEQ | DCM_EF_ENCAPS));
+}
+
 /* Value multiplicity: backslash-separated count for multi-valued string VRs,
  * len / size for binary numbers, items for SQ, 1 for other non-empty values,
  * 0 for empty values. */
@@ -157,7 +165,8 @@ int dcm_elem_double(const struct dcm_elem *e, uint32_t idx, double *out);
 int dcm_elem_tag(const struct dcm_elem *e, uint32_t idx, uint32_t *out);
 
 /* The Specific Character Set in effect for ds: its own (0008,0005) or the
- * nearest parent's; NULL for the default repertoire. */
+ * nearest parent's (one that is not a plain value is ignored); NULL for the
+ * default repertoire. */
 const struct dcm_elem *dcm_ds_charset(const struct dcm_ds *ds);
 /* The whole value of a string element decoded to UTF-8 with the character
  * set in effect for ds, trailing padding removed; appended to out. */

@@ -458,6 +458,8 @@ static void detect_ts(const uint8_t *p, size_t avail, struct dcm_ts *ts, char ui
 static int meta_ts(struct dcm_file *f, const uint8_t *p, size_t avail, struct pacs_err *err)
 {
     const struct dcm_elem *e = dcm_ds_find(f->meta, DCM_TAG_TRANSFER_SYNTAX);
+    if (e && !dcm_elem_is_value(e))
+        return pacs_err_set(err, PACS_EINVAL, "Transfer Syntax UID in the file meta group is not a UID");
     if (e && e->len) {
         size_t n = uid_trim((const char *)e->val, e->len);
         if (n >= sizeof f->ts_uid || dcm_ts_from_uid((const char *)e->val, n, &f->ts))

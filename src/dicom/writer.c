@@ -387,14 +387,14 @@ int dcm_write_dataset(const struct dcm_ds *ds, const char *ts_uid, const struct 
 static int keep_meta(struct dcm_ds *meta, const struct dcm_ds *src, uint32_t tag)
 {
     const struct dcm_elem *e = src ? dcm_ds_find(src, tag) : NULL;
-    if (!e || (e->flags & (DCM_EF_SEQ | DCM_EF_ENCAPS)))
+    if (!e || !dcm_elem_is_value(e))
         return 0;
     return dcm_ds_put(meta, tag, e->vr, e->val, e->len, NULL);
 }
 
 static bool has_value(const struct dcm_elem *e)
 {
-    return e && e->len && !(e->flags & (DCM_EF_SEQ | DCM_EF_ENCAPS));
+    return e && e->len && dcm_elem_is_value(e);
 }
 
 /* The meta group's SOP Class/Instance UID `to` comes from the data set's
