@@ -24,13 +24,15 @@ static void usage(FILE *to)
             "\n"
             "commands:\n"
             "  dump [--ts UID] [--max-value N] FILE...   print data sets in the manner of dcmdump\n"
-            "  json [--ts UID] [--pretty] FILE          print a data set as DICOM JSON (PS3.18 F.2)\n"
-            "  convert [--ts SYNTAX] IN OUT             rewrite a file in another transfer syntax:\n"
+            "  json [--ts UID] [--pretty] FILE...       print data sets as DICOM JSON (PS3.18 F.2)\n"
+            "  convert [--ts SYNTAX] [--in-ts UID] IN OUT\n"
+            "                                           rewrite a file in another transfer syntax:\n"
             "                                           implicit, explicit, big, deflated or a UID\n"
             "  version                                  print the version\n"
             "  help                                     print this text\n"
             "\n"
-            "--ts UID reads files that have no meta group in that transfer syntax.\n"
+            "--ts UID (--in-ts for convert) reads files that have no meta group in that\n"
+            "transfer syntax.\n"
             "Documentation: docs/ in the source tree.\n",
             PACSD_VERSION);
 }

@@ -1744,10 +1744,8 @@ static int read_inline_binary(struct jr *r, const json_t *v, struct dcm_ds *ds, 
     int rc = b64_decode(r, json_string_value(s), json_string_length(s));
     if (rc)
         return rc;
-    unsigned unit = dcm_vr_swap_unit(vr);
-    if (r->val.len % unit)
-        return r_fail(r, PACS_EINVAL, "InlineBinary holds %zu bytes, not a multiple of %u as "
-                      "VR %s needs", r->val.len, unit, vs);
+    /* A length that is not a multiple of the VR's unit is kept verbatim, as
+     * the Part 10 reader keeps it: what pacsd serves, it reads back. */
     if (tag == DCM_TAG_PIXEL_DATA && vr == DCM_VR_OB) {
         rc = try_encapsulated(r, ds, tag, vr);
         if (rc <= 0)
