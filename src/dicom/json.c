@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "util/limits.h"
+#include "util/utf8.h"
 
 /* Integers a double (and so every JavaScript client) holds exactly:
  * +-(2^53 - 1). SV, UV and IS beyond are written as strings (F.2.3). */
@@ -320,7 +321,6 @@ static bool parse_i64(const char *s, size_t n, int64_t *out)
     return true;
 }
 
-
 static bool is_space_pad(unsigned char c) { return c == ' ' || c == '\0'; }
 
 /* ============================================================================
@@ -409,39 +409,6 @@ static void put_key(struct jw *w, const char *key)
     key_end(w);
 }
 
-/* Length of the valid UTF-8 sequence at s (of n bytes), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
 /* A JSON string: quotes, escapes for '"', '\\' and control characters,
  * UTF-8 passed through, invalid bytes replaced by U+FFFD. */
 static void put_jstr(struct jw *w, const char *s, size_t n)
@@ -457,7 +424,7 @@ static void put_jstr(struct jw *w, const char *s, size_t n)
             continue;
         }
         if (c >= 0x80) {
-            size_t l = utf8_len(p + i, n - i);
+            size_t l = utf8_seq_len(p + i, n - i);
             if (l) {
                 i += l;
                 continue;
@@ -1245,7 +1212,7 @@ static int add_text(struct jr *r, uint16_t vr, const char *s, size_t n, size_t i
         uint32_t cp = p[i];
         size_t l = 1;
         if (cp >= 0x80) {
-            l = utf8_len(p + i, n - i);
+            l = utf8_seq_len(p + i, n - i);
             if (!l)
                 return r_fail(r, PACS_EINVAL, "Value[%zu] is not valid UTF-8", idx);
             cp = l == 2 ? ((p[i] & 0x1fu) << 6) | (p[i + 1] & 0x3fu) : 0x800;

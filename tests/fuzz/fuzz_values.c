@@ -10,45 +10,9 @@
 #include "dicom/charset.h"
 #include "dicom/dataset.h"
 #include "fuzz_common.h"
+#include "util/utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static bool valid_utf8(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        size_t k;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            k = 1;
-            cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            k = 2;
-            cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i <= k)
-            return false;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (s[i + j] & 0x3f);
-        }
-        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += k + 1;
-    }
-    return true;
-}
 
 static const uint16_t vrs[] = {
     DCM_VR_PN, DCM_VR_LO, DCM_VR_SH, DCM_VR_LT, DCM_VR_ST, DCM_VR_UT, DCM_VR_UC,
@@ -74,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct pacs_err err = { 0 };
     int rc = dcm_charset_decode(spec, speclen, vr, val, n, &out, &err);
     FUZZ_CHECK(rc == 0, "decode failed: %s", err.msg);
-    FUZZ_CHECK(valid_utf8(out.data, out.len), "decoded text is not UTF-8");
+    FUZZ_CHECK(utf8_valid(out.data, out.len), "decoded text is not UTF-8");
 
     struct dcm_pn pn;
     dcm_pn_split((const char *)out.data, out.len, &pn);
@@ -113,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (dcm_vr_is_string(vr)) {
         dynbuf_init(&out, 0);
         FUZZ_CHECK(dcm_elem_text(ds, e, &out, &err) == 0, "text failed: %s", err.msg);
-        FUZZ_CHECK(valid_utf8(out.data, out.len), "element text is not UTF-8");
+        FUZZ_CHECK(utf8_valid(out.data, out.len), "element text is not UTF-8");
         dynbuf_free(&out);
     }
     dcm_ds_free(ds);

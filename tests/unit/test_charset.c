@@ -33,6 +33,7 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 #include "dicom/charset.h"
 #include "dicom/vr.h"
 #include "util/limits.h"
+#include "util/utf8.h"
 
 struct charset_vector {
     const char *source;
@@ -505,45 +506,6 @@ static void test_known_and_valid(void **state)
 #undef VALID
 }
 
-/* Strict UTF-8 check (no overlongs, surrogates, or values past U+10FFFF). */
-static bool valid_utf8(const uint8_t *p, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = p[i];
-        size_t need;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (need >= n - i)
-            return false;
-        for (size_t k = 1; k <= need; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (p[i + k] & 0x3f);
-        }
-        if ((need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += need + 1;
-    }
-    return true;
-}
-
 /* Any bytes, under any spec and VR, give valid UTF-8 and no error. */
 static void test_random_input_gives_utf8(void **state)
 {
@@ -577,7 +539,7 @@ static void test_random_input_gives_utf8(void **state)
         dynbuf_init(&out, 0);
         assert_int_equal(dcm_charset_decode(U8(spec), spec ? strlen(spec) : 0, vr, in, n,
                                             &out, NULL), 0);
-        if (!valid_utf8(out.data, out.len)) {
+        if (!utf8_valid(out.data, out.len)) {
             print_error("spec '%s' iteration %d\n", spec ? spec : "(null)", iter);
             print_bytes("raw", (const char *)in, n);
             print_bytes("got", (const char *)out.data, out.len);
