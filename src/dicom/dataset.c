@@ -388,9 +388,11 @@ int dcm_elem_str(const struct dcm_elem *e, uint32_t idx, const char **s, size_t 
 {
     if (!e || !dcm_vr_is_string(e->vr) || (e->flags & (DCM_EF_SEQ | DCM_EF_ENCAPS)))
         return PACS_EINVAL;
-    const char *p = (const char *)e->val, *end = p + e->len;
+    const char *p = (const char *)e->val, *end;
     if (!p)
-        p = end = "";
+        p = end = ""; /* no arithmetic on a NULL value (empty element) */
+    else
+        end = p + e->len;
     if (dcm_vr_multivalued(e->vr)) {
         for (uint32_t i = 0; i < idx; i++) {
             const char *bs = memchr(p, '\\', (size_t)(end - p));

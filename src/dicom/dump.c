@@ -22,11 +22,14 @@ static const char *ts_name(const struct dcm_file *f)
     return "Little Endian Explicit";
 }
 
-/* Appends printable text, escaping control bytes; stops after max chars. */
+/* Appends printable text, escaping control bytes; stops after max chars
+ * of it (the bracket before it does not count: a 64-character UID shows
+ * whole, as in dcmdump). */
 static int put_text(struct dynbuf *v, const char *s, size_t n, size_t max)
 {
+    size_t start = v->len;
     for (size_t i = 0; i < n; i++) {
-        if (v->len >= max)
+        if (v->len - start >= max)
             return dynbuf_puts(v, "...");
         unsigned char c = (unsigned char)s[i];
         int rc = (c < 0x20 || c == 0x7f) ? dynbuf_printf(v, "\\%02x", c) : dynbuf_putc(v, (char)c);

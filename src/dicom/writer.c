@@ -25,6 +25,7 @@ struct dcm_sink dcm_sink_dynbuf(struct dynbuf *b)
 struct deflater {
     z_stream z;
     const struct dcm_sink *down;
+    uint64_t total; /* compressed bytes written downstream */
     uint8_t out[64 * 1024];
 };
 
@@ -42,6 +43,7 @@ static int deflate_pump(struct deflater *d, int flush)
             int rc = d->down->write(d->down->ctx, d->out, have);
             if (rc)
                 return rc;
+            d->total += have;
         }
     } while (d->z.avail_out == 0 || (flush == Z_FINISH && zr != Z_STREAM_END));
     return 0;
@@ -344,6 +346,7 @@ static int encode(const struct dcm_ds *ds, const struct dcm_ts *ts, const struct
             goto out;
         }
         memset(&d->z, 0, sizeof d->z);
+        d->total = 0;
         if (deflateInit2(&d->z, level ? level : Z_DEFAULT_COMPRESSION, Z_DEFLATED, -MAX_WBITS, 8,
                          Z_DEFAULT_STRATEGY) != Z_OK) {
             free(d);
@@ -358,6 +361,10 @@ static int encode(const struct dcm_ds *ds, const struct dcm_ts *ts, const struct
     flush(w);
     if (!w->rc && d)
         w->rc = deflate_pump(d, Z_FINISH);
+    /* PS3.5 A.5: an odd-length deflated stream gets one trailing NUL, so
+     * the data set can travel in PDVs and files of even length. */
+    if (!w->rc && d && (d->total & 1))
+        w->rc = sink->write(sink->ctx, "", 1);
     if (w->rc)
         rc = pacs_err_set(err, w->rc, "cannot write data set: %s", pacs_strerror(w->rc));
 out:
