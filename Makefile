@@ -1,6 +1,6 @@
 # pacsd: thin wrapper over CMake. `make` builds build/pacsd (release);
-# `make run` installs what is missing, builds and starts the server (until the
-# network server lands it prints the version and the commands);
+# `make run` installs what is missing, builds and starts the server on its
+# embedded default (DICOM port 4242, AE PACSD, data in ./pacsd-data);
 # `make test` installs what is missing (test peers too), builds the sanitized
 # test build in build-test/ and runs the whole suite with ctest.
 
@@ -23,7 +23,7 @@ deps-test:
 	scripts/install-deps.sh build test
 
 run: deps all
-	$(BUILD)/pacsd
+	$(BUILD)/pacsd serve
 
 test: deps-test
 	cmake -S . -B $(TEST_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug \

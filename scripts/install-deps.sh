@@ -6,12 +6,13 @@
 set -eu
 
 # Libraries pacsd links at run time.
-RUNTIME="zlib1g libjansson4"
+RUNTIME="zlib1g libjansson4 libsqlite3-0 libssl3"
 # What building needs.
-BUILD="build-essential make cmake ninja-build pkg-config zlib1g-dev libjansson-dev"
+BUILD="build-essential make cmake ninja-build pkg-config zlib1g-dev libjansson-dev libsqlite3-dev libssl-dev"
 # Test suite: unit-test framework, fuzzing compiler and runtime, DICOM peers
-# (DCMTK command-line tools, pydicom with its bundled test files), valgrind.
-TEST="libcmocka-dev clang libclang-rt-14-dev dcmtk python3 python3-pydicom python3-numpy valgrind hyperfine"
+# (DCMTK command-line tools, Orthanc, pydicom with its bundled test files),
+# valgrind, SQLite's shell for inspecting the index in tests.
+TEST="libcmocka-dev clang libclang-rt-14-dev dcmtk orthanc python3 python3-pydicom python3-numpy valgrind hyperfine sqlite3"
 
 want="$RUNTIME"
 for purpose in "$@"; do

@@ -1,6 +1,8 @@
-/* pacsd - command line entry point: subcommands over the codec. */
+/* pacsd - command line entry point: the server, and tools over the codec
+ * and the network layer. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,12 +10,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "archive/archive.h"
+#include "cli_net.h"
 #include "dicom/dump.h"
 #include "dicom/json.h"
 #include "dicom/reader.h"
 #include "dicom/writer.h"
+#include "net/server.h"
+#include "util/config.h"
 #include "util/dynbuf.h"
 #include "util/err.h"
+#include "util/log.h"
 
 static void usage(FILE *to)
 {
@@ -23,6 +30,8 @@ static void usage(FILE *to)
             "usage: pacsd COMMAND [OPTIONS] [ARGS]\n"
             "\n"
             "commands:\n"
+            "  serve [--config FILE]                    run the server (DICOM on port 4242)\n"
+            "  config [--config FILE]                   print the effective configuration\n"
             "  dump [--ts UID] [--max-value N] FILE...   print data sets in the manner of dcmdump\n"
             "  json [--ts UID] [--pretty] FILE...       print data sets as DICOM JSON (PS3.18 F.2)\n"
             "  convert [--ts SYNTAX] [--in-ts UID] IN OUT\n"
@@ -31,10 +40,85 @@ static void usage(FILE *to)
             "  version                                  print the version\n"
             "  help                                     print this text\n"
             "\n"
+            "The configuration file may also be named by PACSD_CONFIG; every key can\n"
+            "be set by an environment variable (docs/configuration.md).\n"
             "--ts UID (--in-ts for convert) reads files that have no meta group in that\n"
             "transfer syntax.\n"
             "Documentation: docs/ in the source tree.\n",
             PACSD_VERSION);
+    cli_net_usage(to);
+}
+
+/* --config FILE, or PACSD_CONFIG; loads the configuration or says why not. */
+static struct pacs_config *load_config(int argc, char **argv)
+{
+    const char *path = getenv("PACSD_CONFIG");
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            path = argv[++i];
+        } else {
+            fprintf(stderr, "pacsd: unexpected argument '%s'\n", argv[i]);
+            return NULL;
+        }
+    }
+    if (path && !*path)
+        path = NULL;
+    struct pacs_config *cfg = NULL;
+    struct pacs_err err = {0};
+    if (config_load(path, NULL, &cfg, &err)) {
+        fprintf(stderr, "pacsd: configuration: %s\n", err.msg);
+        return NULL;
+    }
+    return cfg;
+}
+
+static int cmd_config(int argc, char **argv)
+{
+    struct pacs_config *cfg = load_config(argc, argv);
+    if (!cfg)
+        return 2;
+    struct dynbuf out;
+    struct pacs_err err = {0};
+    dynbuf_init(&out, 0);
+    int rc = config_to_json(cfg, &out, &err);
+    if (rc == 0)
+        fwrite(out.data, 1, out.len, stdout);
+    else
+        fprintf(stderr, "pacsd: %s\n", err.msg);
+    dynbuf_free(&out);
+    config_free(cfg);
+    return rc ? 1 : 0;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    struct pacs_config *cfg = load_config(argc, argv);
+    if (!cfg)
+        return 2;
+    struct archive *ar = NULL;
+    struct archive_startup st = {0};
+    struct pacs_err err = {0};
+    int rc;
+    log_set_level(cfg->log.level);
+    signal(SIGPIPE, SIG_IGN);
+    log_info("pacsd %s starting, data in %s", PACSD_VERSION, cfg->data_dir);
+    rc = archive_open(cfg, &ar, &st, &err);
+    if (rc) {
+        log_error("cannot open the archive: %s", err.msg);
+        goto out;
+    }
+    if (st.temp_removed || st.orphans_removed)
+        log_warn("recovered from an interrupted run: removed %u temporary and %u orphan "
+                 "file(s)", st.temp_removed, st.orphans_removed);
+    rc = server_run(cfg, ar, &err);
+    if (rc)
+        log_error("%s", err.msg);
+    archive_close(ar);
+    if (rc == 0)
+        log_info("stopped");
+out:
+    config_free(cfg);
+    return rc ? 1 : 0;
 }
 
 /* A file mapped read-only; values read with copy_values=false borrow it. */
@@ -297,6 +381,12 @@ int main(int argc, char **argv)
         return 0;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "config"))
+        return cmd_config(argc - 2, argv + 2);
+    if (cli_net_is_tool(cmd))
+        return cli_net_main(cmd, argc - 2, argv + 2);
     if (!strcmp(cmd, "dump"))
         return cmd_dump(argc - 2, argv + 2);
     if (!strcmp(cmd, "json"))

@@ -24,4 +24,18 @@
 /* Largest single string value after character-set decoding, bytes. */
 #define PACS_MAX_STRING_LEN (64u * 1024 * 1024)
 
+/* Largest A-ASSOCIATE-RQ/AC PDU accepted, bytes (a full 128-context
+ * proposal with several syntaxes each is about 20 KB). */
+#define PACS_MAX_ASSOC_PDU_LEN (64u * 1024)
+/* Largest User Identity field (a JWT or SAML assertion), bytes. */
+#define PACS_MAX_USER_IDENTITY_LEN (32u * 1024)
+/* Largest DIMSE command set, bytes (real ones are under 300). */
+#define PACS_MAX_COMMAND_LEN (64u * 1024)
+/* Largest C-FIND/C-MOVE/C-GET identifier, bytes. */
+#define PACS_MAX_IDENTIFIER_LEN (1u << 20)
+/* Most values in one UID-list or multi-value query key. */
+#define PACS_MAX_QUERY_LIST 65536
+/* Largest configuration file (and *_FILE secret), bytes. */
+#define PACS_MAX_CONFIG_FILE_LEN (1024u * 1024)
+
 #endif
