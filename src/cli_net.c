@@ -44,6 +44,7 @@
 #include "util/config.h"
 #include "util/dynbuf.h"
 #include "util/err.h"
+#include "util/fdio.h"
 #include "util/limits.h"
 
 enum { NET_EXIT_OK = 0, NET_EXIT_FAILED = 1, NET_EXIT_USAGE = 2 };
@@ -305,9 +306,27 @@ static bool looks_like_option(const char *a)
 }
 
 /* HOST PORT from the first two positional arguments. */
-static bool set_endpoint(struct net *n, char **pos, int npos)
+/* An argument that is not one of the tool's options: a positional one, or
+ * an unknown option (said, false). */
+static bool positional(struct net *n, char *a, char **pos, int *npos)
+{
+    if (looks_like_option(a)) {
+        say(n, "unknown option '%s'", a);
+        return false;
+    }
+    pos[(*npos)++] = a;
+    return true;
+}
+
+/* HOST PORT from the positional arguments; more of them only for tools
+ * that take some (store's files). */
+static bool set_endpoint(struct net *n, char **pos, int npos, bool more)
 {
     unsigned long port;
+    if (npos > 2 && !more) {
+        say(n, "unexpected argument '%s'", pos[2]);
+        return false;
+    }
     if (npos < 2) {
         say(n, "need HOST and PORT (pacsd %s --help)", n->tool);
         return false;
@@ -441,22 +460,6 @@ static bool uid_chars_ok(const char *s)
         if (!isdigit((unsigned char)s[i]) && s[i] != '.')
             return false;
     return true;
-}
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    while (n) {
-        ssize_t w = write(fd, b, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return PACS_EIO;
-        }
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 static const char common_help[] =
@@ -908,19 +911,12 @@ static int tool_echo(struct net *n, int argc, char **argv)
         if (is_opt(argv[i], "-r", "--repeat")) {
             if (!opt_number(n, argc, argv, &i, 1, 1000000, &repeat))
                 goto out;
-        } else if (looks_like_option(argv[i])) {
-            say(n, "unknown option '%s'", argv[i]);
+        } else if (!positional(n, argv[i], pos, &npos)) {
             goto out;
-        } else {
-            pos[npos++] = argv[i];
         }
     }
-    if (!set_endpoint(n, pos, npos))
+    if (!set_endpoint(n, pos, npos, false))
         goto out;
-    if (npos > 2) {
-        say(n, "unexpected argument '%s'", pos[2]);
-        goto out;
-    }
     struct ul_proposal prop = {.abstract_syntax = SCU_UID_VERIFICATION, .ts = ts_query,
                                .n_ts = sizeof ts_query / sizeof ts_query[0]};
     struct ul_assoc *a;
@@ -1477,14 +1473,11 @@ static int tool_store(struct net *n, int argc, char **argv)
             if (!opt_number(n, argc, argv, &i, 1, NET_MAX_PARALLEL, &x))
                 goto out;
             j.parallel = (unsigned)x;
-        } else if (looks_like_option(argv[i])) {
-            say(n, "unknown option '%s'", argv[i]);
+        } else if (!positional(n, argv[i], pos, &npos)) {
             goto out;
-        } else {
-            pos[npos++] = argv[i];
         }
     }
-    if (!set_endpoint(n, pos, npos))
+    if (!set_endpoint(n, pos, npos, true))
         goto out;
     if (npos < 3) {
         say(n, "no FILE or DIR given");
@@ -1657,19 +1650,12 @@ static int tool_find(struct net *n, int argc, char **argv)
         } else if (is_opt(argv[i], "--cancel-after", NULL)) {
             if (!opt_number(n, argc, argv, &i, 1, ULONG_MAX, &f.cancel_after))
                 goto out;
-        } else if (looks_like_option(argv[i])) {
-            say(n, "unknown option '%s'", argv[i]);
+        } else if (!positional(n, argv[i], pos, &npos)) {
             goto out;
-        } else {
-            pos[npos++] = argv[i];
         }
     }
-    if (!set_endpoint(n, pos, npos))
+    if (!set_endpoint(n, pos, npos, false))
         goto out;
-    if (npos > 2) {
-        say(n, "unexpected argument '%s'", pos[2]);
-        goto out;
-    }
     if (!check_identifier(n, &q))
         goto out;
     const char *uid = model_uid(q.patient_root, DIMSE_C_FIND_RQ);
@@ -1883,7 +1869,7 @@ static void *get_begin(void *ctx, const struct dimse_cmd *rq, const char *ts_uid
         say(r->n, "%s: cannot create: %s", (const char *)g->tmp.data, strerror(errno));
         goto fail;
     }
-    if (write_all(g->fd, meta.data, meta.len)) {
+    if (fd_write_all(g->fd, meta.data, meta.len)) {
         say(r->n, "%s: cannot write: %s", (const char *)g->tmp.data, strerror(errno));
         goto fail;
     }
@@ -1914,7 +1900,7 @@ static int get_write(void *inst, const uint8_t *p, size_t n)
         return PACS_EINVAL;
     if (g->error)
         return PACS_EIO;
-    if (write_all(g->fd, p, n)) {
+    if (fd_write_all(g->fd, p, n)) {
         g->error = errno ? errno : EIO;
         return PACS_EIO;
     }
@@ -2046,19 +2032,12 @@ static int tool_retrieve(struct net *n, uint16_t field, int argc, char **argv)
                 goto out;
             }
             tss[n_tss++] = v;
-        } else if (looks_like_option(a)) {
-            say(n, "unknown option '%s'", a);
+        } else if (!positional(n, argv[i], pos, &npos)) {
             goto out;
-        } else {
-            pos[npos++] = argv[i];
         }
     }
-    if (!set_endpoint(n, pos, npos))
+    if (!set_endpoint(n, pos, npos, false))
         goto out;
-    if (npos > 2) {
-        say(n, "unexpected argument '%s'", pos[2]);
-        goto out;
-    }
     if (!get && !dest[0]) {
         say(n, "no move destination: give --dest AET");
         goto out;

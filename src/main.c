@@ -20,6 +20,7 @@
 #include "util/config.h"
 #include "util/dynbuf.h"
 #include "util/err.h"
+#include "util/fdio.h"
 #include "util/log.h"
 
 static void usage(FILE *to)
@@ -167,25 +168,9 @@ static void unmap_file(struct mapped *m)
     m->p = NULL;
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    while (n) {
-        ssize_t w = write(fd, b, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return PACS_EIO;
-        }
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int fd_write(void *ctx, const void *p, size_t n)
 {
-    return write_all(*(int *)ctx, p, n);
+    return fd_write_all(*(int *)ctx, p, n);
 }
 
 /* Reads one file; on failure prints "pacsd: PATH: reason" on stderr. */
@@ -239,7 +224,7 @@ static int print_files(int argc, char **argv, const char *ts, format_fn format, 
         dynbuf_reset(&out);
         int rc = format(&f, opts, &out, &err);
         if (rc == 0)
-            rc = write_all(STDOUT_FILENO, out.data, out.len);
+            rc = fd_write_all(STDOUT_FILENO, out.data, out.len);
         if (rc) {
             fprintf(stderr, "pacsd: %s: cannot print: %s\n", argv[i],
                     err.msg[0] ? err.msg : pacs_strerror(rc));

@@ -11,6 +11,7 @@
  * concurrent puts into the same directory share one directory fsync.
  */
 #include "store/blob.h"
+#include "util/fdio.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -355,19 +356,10 @@ out:
 
 static int fs_put_write(struct blob_writer *w, const void *p, size_t n, struct pacs_err *err)
 {
-    const char *c = p;
-    while (n > 0) {
-        ssize_t k = write(w->fd, c, n);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            w->failed = true;
-            return fs_errno(err, errno, "cannot write", w->tmpname);
-        }
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
+    if (fd_write_all(w->fd, p, n) == 0)
+        return 0;
+    w->failed = true;
+    return fs_errno(err, errno, "cannot write", w->tmpname);
 }
 
 static void fs_put_abort(struct blob_writer *w)
