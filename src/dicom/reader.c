@@ -694,6 +694,9 @@ struct scan_frame {
     bool be;
 };
 
+/* Most input bytes buffered per step of dcm_stream_feed. */
+#define STREAM_SLICE (16u * 1024)
+
 struct dcm_stream {
     struct dcm_read_opts opts;
     enum stream_phase phase;
@@ -1028,20 +1031,31 @@ int dcm_stream_feed(struct dcm_stream *s, const uint8_t *p, size_t n, size_t *us
         /* Inflate what can be; as in dcm_read_part10, damage after the stop
          * tag does not fail the read. */
         zrc = inflate_in(s, p, n, &zerr);
-    } else if (dynbuf_append(&s->buf, p, n)) {
-        return sfail(s, err, PACS_ENOMEM, "out of memory buffering input");
+        rc = advance(s, false, err);
+        if (zrc && rc == 0) {
+            s->phase = ST_FAILED;
+            if (err)
+                *err = zerr;
+            return zrc;
+        }
+        return rc;
     }
-    rc = advance(s, false, err);
-    if (zrc && rc == 0) {
-        s->phase = ST_FAILED;
-        if (err)
-            *err = zerr;
-        return zrc;
-    }
-    if (rc == 1 && used && !s->inflating) {
-        /* Bytes of this chunk still in the buffer were not needed. */
-        size_t unused = s->buf.len < n ? s->buf.len : n;
-        *used = n - unused;
+    /* In slices: each element taken moves what follows it to the front of
+     * the buffer, so the buffer must not hold a whole large chunk (a 256 KiB
+     * PDV of pixels behind a hundred small elements was quadratic). */
+    size_t fed = 0;
+    do {
+        size_t k = n - fed < STREAM_SLICE ? n - fed : STREAM_SLICE;
+        if (dynbuf_append(&s->buf, p + fed, k))
+            return sfail(s, err, PACS_ENOMEM, "out of memory buffering input");
+        fed += k;
+        rc = advance(s, false, err);
+    } while (rc == 0 && fed < n);
+    if (rc == 1 && used) {
+        /* Bytes of this call not fed, or still in the buffer, were not
+         * needed. */
+        size_t unused = s->buf.len < fed ? s->buf.len : fed;
+        *used = fed - unused;
     }
     return rc;
 }

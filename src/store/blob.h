@@ -10,8 +10,11 @@
  *   under the key; the key's *name* becomes durable at the next sync (the
  *   filesystem store defers directory fsyncs so that concurrent puts share
  *   them: group commit). A put never replaces an existing key (PACS_EINVAL).
- *   A crash before commit leaves at most a temporary object that list()
- *   does not show and cleanup_temp() removes.
+ *   A crash before put_commit leaves at most a temporary object that list()
+ *   does not show and cleanup_temp() removes; a crash inside put_commit may
+ *   leave the key listed with incomplete bytes, which is why the archive
+ *   refers to a key only after put_commit and sync returned, and removes
+ *   keys nothing refers to at start-up.
  * - get_open gives a reader over the whole object; readers and writers may
  *   be used from any thread, one thread per reader/writer at a time; the
  *   store itself is thread-safe.

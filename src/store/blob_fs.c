@@ -1,14 +1,16 @@
 /* blob_fs.c - the blob store on a local filesystem.
  *
- * Layout (docs/storage.md): <dir>/<k0k1>/<k2k3>/<key>, temporaries in
- * <dir>/tmp/ (same filesystem, so the final rename is atomic). Keys shorter
- * than 4 characters pad their directory names with '_', which no key holds,
- * so every key has exactly one place.
+ * Layout (docs/storage.md): <dir>/<k0k1>/<key>, temporaries in <dir>/tmp/
+ * (same filesystem, so the final rename is atomic). A one-character key
+ * pads its directory name with '_', which no key holds, so every key has
+ * exactly one place. One level of at most 37^2 directories (256 for the
+ * archive's hex keys): they all exist after the first thousand puts, so a
+ * put almost never pays for a directory creation.
  *
- * Durability: put_commit fsyncs the file, creates the two directory levels
- * (fsyncing the parent of each one it creates) and renames without replacing;
- * the leaf directory then goes in a dirty set that sync() fsyncs once, so
- * concurrent puts into the same directory share one directory fsync.
+ * Durability: put_commit creates the directory if needed (fsyncing its
+ * parent), renames without replacing, then fsyncs the file; the directory
+ * then goes in a dirty set that sync() fsyncs once, so concurrent puts into
+ * the same directory share one directory fsync.
  */
 #include "store/blob.h"
 #include "util/fdio.h"
@@ -30,9 +32,10 @@
 #endif
 
 /* Directory names are made of 37 symbols ([0-9a-z] and the '_' pad), so a
- * two-level prefix is a number below 37^4 and sets of them are bitmaps. */
+ * prefix is a number below 37^2 and sets of them are bitmaps. */
 #define FS_SYMS 37u
-#define FS_NPREFIX (FS_SYMS * FS_SYMS * FS_SYMS * FS_SYMS)
+#define FS_PREFIX_LEN 2
+#define FS_NPREFIX (FS_SYMS * FS_SYMS)
 #define FS_BITMAP_WORDS ((FS_NPREFIX + 63) / 64)
 #define FS_TMP_DIR "tmp"
 #define FS_DIR_MODE 0750
@@ -95,49 +98,44 @@ static char fs_sym_char(unsigned v)
     return '_';
 }
 
-/* The first four key characters, padded with '_'. */
-static void fs_prefix_chars(const char *key, char p[4])
+/* The first FS_PREFIX_LEN key characters, padded with '_'. */
+static void fs_prefix_chars(const char *key, char p[FS_PREFIX_LEN])
 {
     size_t i = 0;
-    for (; i < 4 && key[i]; i++)
+    for (; i < FS_PREFIX_LEN && key[i]; i++)
         p[i] = key[i];
-    for (; i < 4; i++)
+    for (; i < FS_PREFIX_LEN; i++)
         p[i] = '_';
 }
 
 static uint32_t fs_prefix_code(const char *key)
 {
-    char p[4];
+    char p[FS_PREFIX_LEN];
     fs_prefix_chars(key, p);
     uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < FS_PREFIX_LEN; i++)
         v = v * FS_SYMS + fs_sym(p[i]);
     return v;
 }
 
-/* "k0k1/k2k3" into out[6]. */
-static void fs_leaf_dir(uint32_t code, char out[6])
+/* The directory name "k0k1" of a prefix code. */
+static void fs_leaf_dir(uint32_t code, char out[FS_PREFIX_LEN + 1])
 {
-    char p[4];
-    for (int i = 3; i >= 0; i--) {
-        p[i] = fs_sym_char(code % FS_SYMS);
+    for (int i = FS_PREFIX_LEN - 1; i >= 0; i--) {
+        out[i] = fs_sym_char(code % FS_SYMS);
         code /= FS_SYMS;
     }
-    out[0] = p[0];
-    out[1] = p[1];
-    out[2] = '/';
-    out[3] = p[2];
-    out[4] = p[3];
-    out[5] = '\0';
+    out[FS_PREFIX_LEN] = '\0';
 }
 
-/* "k0k1/k2k3/key" into out (the key is valid, so it fits). */
-static void fs_obj_path(const char *key, char out[6 + BLOB_KEY_MAX + 1])
+#define FS_PATH_MAX (FS_PREFIX_LEN + 1 + BLOB_KEY_MAX + 1)
+
+/* "k0k1/key" into out (the key is valid, so it fits). */
+static void fs_obj_path(const char *key, char out[FS_PATH_MAX])
 {
     fs_leaf_dir(fs_prefix_code(key), out);
-    size_t n = strlen(key);
-    out[5] = '/';
-    memcpy(out + 6, key, n + 1);
+    out[FS_PREFIX_LEN] = '/';
+    memcpy(out + FS_PREFIX_LEN + 1, key, strlen(key) + 1);
 }
 
 static bool bit_get(const uint64_t *b, uint32_t i) { return (b[i / 64] >> (i % 64)) & 1u; }
@@ -171,26 +169,20 @@ static int fs_mkdir(int at, const char *path, bool *created, struct pacs_err *er
 
 static int fs_ensure_leaf(struct fs_store *s, uint32_t code, struct pacs_err *err)
 {
-    char leaf[6], top[3];
+    char leaf[FS_PREFIX_LEN + 1];
     int rc = 0;
     bool created;
     fs_leaf_dir(code, leaf);
-    memcpy(top, leaf, 2);
-    top[2] = '\0';
 
     pthread_mutex_lock(&s->dir_mu);
     if (bit_get(s->ready, code))
         goto out;
-    if ((rc = fs_mkdir(s->dirfd, top, &created, err)) != 0)
+    if ((rc = fs_mkdir(s->dirfd, leaf, &created, err)) != 0)
         goto out;
     if (created && fsync(s->dirfd) != 0) {
         rc = fs_errno(err, errno, "cannot fsync directory", ".");
         goto out;
     }
-    if ((rc = fs_mkdir(s->dirfd, leaf, &created, err)) != 0)
-        goto out;
-    if (created && (rc = fs_fsync_dir(s->dirfd, top, err)) != 0)
-        goto out;
     bit_set(s->ready, code);
 out:
     pthread_mutex_unlock(&s->dir_mu);
@@ -312,7 +304,7 @@ static int fs_put_begin(struct blob_store *bs, const char *key, struct blob_writ
 {
     struct fs_store *s = (struct fs_store *)bs;
     struct blob_writer *w = NULL;
-    char path[6 + BLOB_KEY_MAX + 1];
+    char path[FS_PATH_MAX];
     struct stat st;
     int rc = 0;
     *out = NULL;
@@ -391,7 +383,7 @@ static int fs_link_noreplace(struct fs_store *s, const char *tmpname, const char
 static int fs_put_commit(struct blob_writer *w, struct pacs_err *err)
 {
     struct fs_store *s = w->s;
-    char path[6 + BLOB_KEY_MAX + 1];
+    char path[FS_PATH_MAX];
     uint32_t code = fs_prefix_code(w->key);
     int rc = 0;
 
@@ -400,16 +392,11 @@ static int fs_put_commit(struct blob_writer *w, struct pacs_err *err)
                           w->key);
         goto out;
     }
-    if (fsync(w->fd) != 0) {
-        rc = fs_errno(err, errno, "cannot fsync", w->tmpname);
-        goto out;
-    }
-    int fd = w->fd;
-    w->fd = -1;
-    if (close(fd) != 0) {
-        rc = fs_errno(err, errno, "cannot close", w->tmpname);
-        goto out;
-    }
+    /* Rename first, then fsync: on a journalling filesystem the file's
+     * fsync then commits its data and its new name together, and the
+     * directory fsync in sync() finds nothing left to do. A crash between
+     * the two leaves a file no index row refers to (it cannot have one yet:
+     * the archive commits the row after sync), removed at start-up. */
     if ((rc = fs_ensure_leaf(s, code, err)) != 0)
         goto out;
     fs_obj_path(w->key, path);
@@ -421,9 +408,22 @@ static int fs_put_commit(struct blob_writer *w, struct pacs_err *err)
         goto out;
     }
     w->tmpname[0] = '\0';
+    int fd = w->fd;
+    w->fd = -1;
+    if (fsync(fd) != 0) {
+        rc = fs_errno(err, errno, "cannot fsync", path);
+        close(fd);
+        unlinkat(s->dirfd, path, 0);
+        goto out;
+    }
+    if (close(fd) != 0) {
+        rc = fs_errno(err, errno, "cannot close", path);
+        unlinkat(s->dirfd, path, 0);
+        goto out;
+    }
     if (fs_mark_dirty(s, code) != 0) {
         /* Without a place in the dirty set the name must be made durable now. */
-        char leaf[6];
+        char leaf[FS_PREFIX_LEN + 1];
         fs_leaf_dir(code, leaf);
         rc = fs_fsync_dir(s->dirfd, leaf, err);
     }
@@ -454,7 +454,7 @@ static int fs_sync(struct blob_store *bs, struct pacs_err *err)
     pthread_mutex_unlock(&s->dirty_mu);
 
     for (; i < n; i++) {
-        char leaf[6];
+        char leaf[FS_PREFIX_LEN + 1];
         fs_leaf_dir(list[i], leaf);
         if ((rc = fs_fsync_dir(s->dirfd, leaf, err)) != 0)
             break;
@@ -473,7 +473,7 @@ static int fs_get_open(struct blob_store *bs, const char *key, struct blob_reade
                        uint64_t *size, struct pacs_err *err)
 {
     struct fs_store *s = (struct fs_store *)bs;
-    char path[6 + BLOB_KEY_MAX + 1];
+    char path[FS_PATH_MAX];
     struct stat st;
     int fd = -1, rc = 0;
     *out = NULL;
@@ -536,7 +536,7 @@ static void fs_get_close(struct blob_reader *r)
 static int fs_del(struct blob_store *bs, const char *key, struct pacs_err *err)
 {
     struct fs_store *s = (struct fs_store *)bs;
-    char path[6 + BLOB_KEY_MAX + 1];
+    char path[FS_PATH_MAX];
     if (!blob_key_valid(key))
         return pacs_err_set(err, PACS_EINVAL, "blob store: invalid key");
     fs_obj_path(key, path);
@@ -562,20 +562,20 @@ static DIR *fs_opendir_at(int at, const char *name)
 
 static bool fs_dir_name_ok(const char *name)
 {
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < FS_PREFIX_LEN; i++) {
         char c = name[i];
         if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '_'))
             return false;
     }
-    return name[2] == '\0';
+    return name[FS_PREFIX_LEN] == '\0';
 }
 
 static int fs_list(struct blob_store *bs, int (*cb)(void *ctx, const char *key), void *ctx,
                    struct pacs_err *err)
 {
     struct fs_store *s = (struct fs_store *)bs;
-    DIR *top = NULL, *mid = NULL, *leaf = NULL;
-    struct dirent *a, *b, *c;
+    DIR *top = NULL, *leaf = NULL;
+    struct dirent *a, *c;
     int rc = 0;
 
     top = fs_opendir_at(s->dirfd, ".");
@@ -584,44 +584,29 @@ static int fs_list(struct blob_store *bs, int (*cb)(void *ctx, const char *key),
     while ((a = readdir(top)) != NULL) {
         if (!fs_dir_name_ok(a->d_name))
             continue; /* also skips tmp/ */
-        mid = fs_opendir_at(dirfd(top), a->d_name);
-        if (!mid) {
+        leaf = fs_opendir_at(dirfd(top), a->d_name);
+        if (!leaf) {
             if (errno == ENOTDIR || errno == ENOENT)
                 continue;
             rc = fs_errno(err, errno, "cannot list", a->d_name);
             goto out;
         }
-        while ((b = readdir(mid)) != NULL) {
-            if (!fs_dir_name_ok(b->d_name))
+        while ((c = readdir(leaf)) != NULL) {
+            char p[FS_PREFIX_LEN];
+            if (!blob_key_valid(c->d_name))
                 continue;
-            leaf = fs_opendir_at(dirfd(mid), b->d_name);
-            if (!leaf) {
-                if (errno == ENOTDIR || errno == ENOENT)
-                    continue;
-                rc = fs_errno(err, errno, "cannot list", b->d_name);
+            fs_prefix_chars(c->d_name, p);
+            if (memcmp(p, a->d_name, FS_PREFIX_LEN) != 0)
+                continue;
+            if ((rc = cb(ctx, c->d_name)) != 0)
                 goto out;
-            }
-            while ((c = readdir(leaf)) != NULL) {
-                char p[4];
-                if (!blob_key_valid(c->d_name))
-                    continue;
-                fs_prefix_chars(c->d_name, p);
-                if (memcmp(p, a->d_name, 2) != 0 || memcmp(p + 2, b->d_name, 2) != 0)
-                    continue;
-                if ((rc = cb(ctx, c->d_name)) != 0)
-                    goto out;
-            }
-            closedir(leaf);
-            leaf = NULL;
         }
-        closedir(mid);
-        mid = NULL;
+        closedir(leaf);
+        leaf = NULL;
     }
 out:
     if (leaf)
         closedir(leaf);
-    if (mid)
-        closedir(mid);
     closedir(top);
     return rc;
 }

@@ -121,14 +121,14 @@ def storescu(port, files, kill_after=None, delay=0.0, pacsd=None):
 
 
 def walk_blobs(files_dir):
-    """Committed blob keys (files/<k0k1>/<k2k3>/<key>) and temporaries."""
+    """Committed blob keys (files/<k0k1>/<key>) and temporaries."""
     keys, temps = set(), []
     for root, dirs, names in os.walk(files_dir):
         rel = os.path.relpath(root, files_dir)
         if rel == "tmp" or rel.startswith("tmp" + os.sep):
             temps += names
             continue
-        if rel.count(os.sep) == 1:
+        if rel != "." and rel.count(os.sep) == 0:
             keys.update(names)
     return keys, temps
 
@@ -143,7 +143,7 @@ def index_rows(data_dir):
 
 
 def blob_path(data_dir, key):
-    return os.path.join(data_dir, "files", key[0:2], key[2:4], key)
+    return os.path.join(data_dir, "files", key[0:2], key)
 
 
 def check_store(srv, acked_uids, what):

@@ -5,7 +5,7 @@ Every check runs a DCMTK tool (echoscu, storescu, findscu, movescu, getscu,
 storescp) against a pacsd started here (harness.Pacsd), and looks at what
 the tool reports (its debug log of the DIMSE messages, the files it
 writes) and at what pacsd stored (the SQLite index data_dir/index.db and the
-files data_dir/files/<k[0:2]>/<k[2:4]>/<blob_key>).
+files data_dir/files/<k[0:2]>/<blob_key>).
 
  1. Association: C-ECHO; a wrong Called AE title is rejected (reason 7);
     with dicom.allowed_calling_aets set, another Calling AE is rejected
@@ -233,7 +233,7 @@ class Index:
                          "FROM instances WHERE sop_instance_uid = ?", (uid,))
 
     def blob_path(self, key):
-        return os.path.join(self.data_dir, "files", key[0:2], key[2:4], key)
+        return os.path.join(self.data_dir, "files", key[0:2], key)
 
     def blob_files(self):
         out = []

@@ -1124,7 +1124,7 @@ def index_rows(srv):
 
 
 def blob_path(srv, key):
-    return os.path.join(srv.data_dir, "files", key[0:2], key[2:4], key)
+    return os.path.join(srv.data_dir, "files", key[0:2], key)
 
 
 def verify_stored(srv, present, absent, what):
@@ -1151,7 +1151,8 @@ def verify_stored(srv, present, absent, what):
     files_dir = os.path.join(srv.data_dir, "files")
     on_disk = set()
     for root, _, names in os.walk(files_dir):
-        if os.path.relpath(root, files_dir).count(os.sep) == 1:
+        rel = os.path.relpath(root, files_dir)
+        if rel not in (".", "tmp") and rel.count(os.sep) == 0:  # files/<k0k1>/<key>
             on_disk.update(names)
     row_keys = {k for k, _, _ in rows.values()}
     checks.ok(on_disk == row_keys, "%s: one file per index row, no stray files" % what,

@@ -302,7 +302,7 @@ class PacsdView:
         if row is None:
             return None
         key = row[1]
-        return read_bytes(os.path.join(self.p.data_dir, "files", key[0:2], key[2:4], key))
+        return read_bytes(os.path.join(self.p.data_dir, "files", key[0:2], key))
 
     def dataset(self, sop):
         """Stored data set bytes (from ds_offset), or None."""

@@ -150,10 +150,10 @@ static void test_round_trip(void **state)
     assert_memory_equal(b, "hello, blob", 11);
     free(b);
 
-    /* The documented layout: <dir>/01/23/<key>. */
+    /* The documented layout: <dir>/01/<key>. */
     char p[160];
     struct stat st;
-    fmt(p, sizeof p, "%s/01/23/0123abcd", f->dir);
+    fmt(p, sizeof p, "%s/01/0123abcd", f->dir);
     assert_int_equal(stat(p, &st), 0);
     assert_int_equal(st.st_size, 11);
     assert_int_equal(st.st_mode & 0777, 0640);
@@ -174,6 +174,8 @@ static void test_round_trip(void **state)
     b = get_bytes(f->s, "z", &len);
     assert_int_equal(len, 0);
     free(b);
+    fmt(p, sizeof p, "%s/z_/z", f->dir);
+    assert_int_equal(stat(p, &st), 0);
 
     assert_int_equal(ops->del(f->s, "0123abcd", &err), 0);
     assert_int_equal(ops->get_open(f->s, "0123abcd", &r, &size, &err), PACS_ENOTFOUND);
