@@ -2,6 +2,8 @@
 # Runs every benchmark in bench/ and prints their summaries at the end:
 #   bench/*.sh (except this script), each ending with its summary lines
 #   after a "== name" header;
+#   bench/dimse_store.py and bench/dimse_find.py (DICOM network: C-STORE
+#   and C-FIND against Orthanc and storescp) unless NO_DIMSE=1;
 #   build/parse_bench (the in-process parser benchmark, bench/parse_bench.c,
 #   built by `make`) when it exists, on a corpus file and a generated CT.
 # Each benchmark measures pacsd and its peer in the same run and reports
@@ -22,6 +24,23 @@ for script in "$ROOT"/bench/*.sh; do
         status=1
     fi
 done
+
+# DICOM network benchmarks (Python, DCMTK storescu/storescp, Orthanc):
+# bench/dimse_*.py print their summaries on stdout. DIMSE_FIND_N scales the
+# C-FIND index (default 100000 instances; loading Orthanc takes minutes),
+# DIMSE_STORE_ROUNDS the C-STORE rounds (default 3); NO_DIMSE=1 skips both.
+if [ -z "${NO_DIMSE:-}" ]; then
+    for py in dimse_store.py dimse_find.py; do
+        args=()
+        [ $py = dimse_store.py ] && args=(--rounds "${DIMSE_STORE_ROUNDS:-3}")
+        [ $py = dimse_find.py ] && args=(--instances "${DIMSE_FIND_N:-100000}")
+        echo "--- running $py" >&2
+        if ! "${PYTHON:-/usr/bin/python3}" "$ROOT/bench/$py" "${args[@]}" >>"$LOG"; then
+            echo "== $py: FAILED" >>"$LOG"
+            status=1
+        fi
+    done
+fi
 
 PB=$ROOT/build/parse_bench
 if [ -x "$PB" ]; then
