@@ -6,9 +6,9 @@
 set -eu
 
 # Libraries pacsd links at run time.
-RUNTIME="zlib1g libjansson4 libsqlite3-0 libssl3"
+RUNTIME="zlib1g libjansson4 libsqlite3-0 libssl3 libmicrohttpd12"
 # What building needs.
-BUILD="build-essential make cmake ninja-build pkg-config zlib1g-dev libjansson-dev libsqlite3-dev libssl-dev"
+BUILD="build-essential make cmake ninja-build pkg-config zlib1g-dev libjansson-dev libsqlite3-dev libssl-dev libmicrohttpd-dev"
 # Test suite: unit-test framework, fuzzing compiler and runtime, DICOM peers
 # (DCMTK command-line tools, Orthanc, pydicom with its bundled test files),
 # valgrind, SQLite's shell for inspecting the index in tests.

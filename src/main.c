@@ -16,6 +16,7 @@
 #include "dicom/json.h"
 #include "dicom/reader.h"
 #include "dicom/writer.h"
+#include "http/server.h"
 #include "net/server.h"
 #include "util/config.h"
 #include "util/dynbuf.h"
@@ -31,7 +32,7 @@ static void usage(FILE *to)
             "usage: pacsd COMMAND [OPTIONS] [ARGS]\n"
             "\n"
             "commands:\n"
-            "  serve [--config FILE]                    run the server (DICOM on port 4242)\n"
+            "  serve [--config FILE]                    run the server (DICOM on 4242, HTTP on 8042)\n"
             "  config [--config FILE]                   print the effective configuration\n"
             "  dump [--ts UID] [--max-value N] FILE...   print data sets in the manner of dcmdump\n"
             "  json [--ts UID] [--pretty] FILE...       print data sets as DICOM JSON (PS3.18 F.2)\n"
@@ -97,6 +98,7 @@ static int cmd_serve(int argc, char **argv)
     if (!cfg)
         return 2;
     struct archive *ar = NULL;
+    struct http_server *http = NULL;
     struct archive_startup st = {0};
     struct pacs_err err = {0};
     int rc;
@@ -111,9 +113,16 @@ static int cmd_serve(int argc, char **argv)
     if (st.temp_removed || st.orphans_removed)
         log_warn("recovered from an interrupted run: removed %u temporary and %u orphan "
                  "file(s)", st.temp_removed, st.orphans_removed);
+    if (cfg->http.enabled && (rc = http_start(cfg, ar, &http, &err)) != 0) {
+        log_error("%s", err.msg);
+        archive_close(ar);
+        goto out;
+    }
+    http_set_started(http);
     rc = server_run(cfg, ar, &err);
     if (rc)
         log_error("%s", err.msg);
+    http_stop(http);
     archive_close(ar);
     if (rc == 0)
         log_info("stopped");

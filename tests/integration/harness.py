@@ -107,6 +107,7 @@ class Pacsd(Proc):
                 cfg.setdefault(section, {}).update(values)
             else:
                 cfg[section] = values
+        self.http_port = cfg["http"]["port"]
         if modalities:
             cfg["dicom"]["modalities"] = modalities
         self.config_path = os.path.join(self.tmp, "pacsd.json")

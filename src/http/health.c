@@ -1,0 +1,187 @@
+/* health.c - /health/live, /health/startup, /health/ready. See health.h. */
+#include "http/health.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store/blob.h"
+#include "store/index.h"
+#include "util/log.h"
+
+/* Longest failure reason kept per check. */
+#define HEALTH_MSG_MAX 256
+/* Key prefix of storage probes: not hex, so never an archive key. */
+#define HEALTH_PROBE_PREFIX "healthprobe"
+
+struct health_check {
+    bool ok;
+    char msg[HEALTH_MSG_MAX]; /* "ok" or "error: ..." */
+};
+
+struct http_health {
+    struct archive *ar;
+    atomic_bool started;
+    atomic_bool stopping;
+    /* Held across a probe: one probe at a time, and those waiting for it
+     * use its result. Guards everything below. */
+    pthread_mutex_t mu;
+    bool have_result;
+    int64_t probed_ms; /* CLOCK_MONOTONIC */
+    struct health_check index, storage;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int http_health_new(struct archive *ar, struct http_health **out, struct pacs_err *err)
+{
+    struct http_health *h = calloc(1, sizeof *h);
+    *out = NULL;
+    if (!h)
+        return pacs_err_set(err, PACS_ENOMEM, "out of memory");
+    h->ar = ar;
+    atomic_init(&h->started, false);
+    atomic_init(&h->stopping, false);
+    pthread_mutex_init(&h->mu, NULL);
+    *out = h;
+    return 0;
+}
+
+void http_health_free(struct http_health *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}
+
+void http_health_set_started(struct http_health *h) { atomic_store(&h->started, true); }
+void http_health_set_stopping(struct http_health *h) { atomic_store(&h->stopping, true); }
+
+static void check_set(struct health_check *c, int rc, const struct pacs_err *err)
+{
+    c->ok = rc == 0;
+    if (c->ok) {
+        memcpy(c->msg, "ok", sizeof "ok");
+        return;
+    }
+    /* A reason cut at HEALTH_MSG_MAX is still a reason. */
+    if (snprintf(c->msg, sizeof c->msg, "error: %s",
+                 err->msg[0] ? err->msg : pacs_strerror(rc)) < 0)
+        memcpy(c->msg, "error", sizeof "error");
+}
+
+static int ignore_row(void *ctx, const struct index_row *row)
+{
+    (void)ctx;
+    (void)row;
+    return 0;
+}
+
+/* A query that reads at most one row: proves a reader connection and the
+ * schema work, at a cost that does not grow with the archive (stats()
+ * counts every row). */
+static int probe_index(struct archive *ar, struct pacs_err *err)
+{
+    struct index *ix = archive_index(ar);
+    struct index_query q = {.level = INDEX_PATIENT, .limit = 1};
+    return ix->ops->find(ix, &q, ignore_row, NULL, err);
+}
+
+/* What an ingest does to the store, on a few bytes: put, commit, delete. */
+static int probe_storage(struct archive *ar, struct pacs_err *err)
+{
+    static const char data[] = "pacsd readiness probe\n";
+    struct blob_store *bs = archive_blobs(ar);
+    struct blob_writer *w = NULL;
+    char key[sizeof HEALTH_PROBE_PREFIX + 16];
+    char rnd[17];
+    int rc;
+    http_random_hex16(rnd);
+    if (snprintf(key, sizeof key, "%s%s", HEALTH_PROBE_PREFIX, rnd) >= (int)sizeof key)
+        return pacs_err_set(err, PACS_EINVAL, "probe key too long");
+    if ((rc = bs->ops->put_begin(bs, key, &w, err)) != 0)
+        return rc;
+    if ((rc = bs->ops->put_write(w, data, sizeof data - 1, err)) != 0) {
+        bs->ops->put_abort(w);
+        return rc;
+    }
+    if ((rc = bs->ops->put_commit(w, err)) != 0)
+        return rc;
+    return bs->ops->del(bs, key, err);
+}
+
+/* Runs the probes unless a result younger than HEALTH_READY_CACHE_MS
+ * exists; copies the result out. */
+static void ready_checks(struct http_health *h, struct health_check *index,
+                         struct health_check *storage)
+{
+    pthread_mutex_lock(&h->mu);
+    int64_t t = now_ms();
+    if (!h->have_result || t - h->probed_ms >= HEALTH_READY_CACHE_MS) {
+        struct pacs_err err = {0};
+        int rc = probe_index(h->ar, &err);
+        check_set(&h->index, rc, &err);
+        pacs_err_clear(&err);
+        rc = probe_storage(h->ar, &err);
+        check_set(&h->storage, rc, &err);
+        if (!h->index.ok || !h->storage.ok)
+            log_warn("not ready: index %s, storage %s", h->index.msg, h->storage.msg);
+        h->have_result = true;
+        h->probed_ms = now_ms();
+    }
+    *index = h->index;
+    *storage = h->storage;
+    pthread_mutex_unlock(&h->mu);
+}
+
+static int respond_status(struct http_request *r, const char *status)
+{
+    return http_respond_json(r, 200, json_pack("{s:s}", "status", status));
+}
+
+int http_health_live(struct http_request *r) { return respond_status(r, "ok"); }
+
+int http_health_startup(struct http_request *r)
+{
+    struct http_health *h = http_req_health(r);
+    if (!atomic_load(&h->started))
+        return http_respond_error(r, 503, "starting");
+    return respond_status(r, "started");
+}
+
+int http_health_ready(struct http_request *r)
+{
+    struct http_health *h = http_req_health(r);
+    struct health_check index, storage;
+    if (atomic_load(&h->stopping))
+        return http_respond_error(r, 503, "shutting down");
+    if (!atomic_load(&h->started))
+        return http_respond_error(r, 503, "starting");
+    ready_checks(h, &index, &storage);
+    json_t *checks = json_pack("{s:s, s:s}", "index", index.msg, "storage", storage.msg);
+    if (!checks) /* a reason that is not UTF-8 (a file name) */
+        checks = json_pack("{s:s, s:s}", "index", index.ok ? "ok" : "error",
+                           "storage", storage.ok ? "ok" : "error");
+    if (index.ok && storage.ok)
+        return http_respond_json(r, 200, json_pack("{s:s, s:o}", "status", "ready",
+                                                   "checks", checks));
+    char msg[2 * HEALTH_MSG_MAX + 32]; /* both reasons fit */
+    if (snprintf(msg, sizeof msg, "not ready:%s%s%s%s", index.ok ? "" : " index ",
+                 index.ok ? "" : index.msg, storage.ok ? "" : " storage ",
+                 storage.ok ? "" : storage.msg) < 0)
+        memcpy(msg, "not ready", sizeof "not ready");
+    json_t *j = http_error_object(r, 503, msg);
+    if (j && checks && json_object_set_new(j, "checks", checks) == 0)
+        checks = NULL;
+    json_decref(checks);
+    return http_respond_json(r, 503, j);
+}
