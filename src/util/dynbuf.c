@@ -46,6 +46,7 @@ int dynbuf_reserve(struct dynbuf *b, size_t extra)
         return PACS_ENOMEM;
     b->data = p;
     b->cap = ncap;
+    b->data[b->len] = '\0'; /* a fresh allocation is a valid C string too */
     return 0;
 }
 
