@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <ftw.h>
 
 #include "archive/archive.h"
 #include "archive/query.h"
@@ -17,6 +16,7 @@
 #include "store/index.h"
 #include "util/config.h"
 #include "util/log.h"
+#include "archive_fixture.h"
 
 #define T_LEVEL DCM_TAG(0x0008, 0x0052)
 #define T_CHARSET DCM_TAG(0x0008, 0x0005)
@@ -168,91 +168,31 @@ static struct dcm_ds *build_ds(const struct inst *in)
     return ds;
 }
 
-/* The index text of a main tag, as ingest makes it (strings as UTF-8,
- * binary numbers in decimal). */
-static char *index_value(const struct dcm_ds *ds, uint32_t tag)
-{
-    const struct dcm_elem *e = dcm_ds_find(ds, tag);
-    if (!e || e->len == 0)
-        return NULL;
-    struct dynbuf b;
-    dynbuf_init(&b, 0);
-    if (e->vr == DCM_VR_US) {
-        uint64_t v;
-        assert_int_equal(dcm_elem_uint(e, 0, &v), 0);
-        assert_int_equal(dynbuf_printf(&b, "%llu", (unsigned long long)v), 0);
-    } else {
-        assert_int_equal(dcm_elem_text(ds, e, &b, NULL), 0);
-    }
-    return dynbuf_take(&b, NULL);
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    struct pacs_err err = { 0 };
-    log_set_level(CONFIG_LOG_WARN);
-    assert_non_null(mkdtemp(g_dir));
-    char env[128];
-    int n = snprintf(env, sizeof env, "PACSD_DATA_DIR=%s", g_dir);
-    assert_true(n > 0 && (size_t)n < sizeof env);
-    char *envp[] = { env, NULL };
-    if (config_load(NULL, envp, &g_cfg, &err) != 0)
-        fail_msg("config_load: %s", err.msg);
-    if (archive_open(g_cfg, &g_arch, NULL, &err) != 0)
-        fail_msg("archive_open: %s", err.msg);
-
-    struct index_record recs[N_INSTS];
-    struct index_insert_result res[N_INSTS];
-    struct dynbuf meta[N_INSTS];
-    char *vals[N_INSTS][INDEX_MAX_MAIN_TAGS];
+    fixture_open(g_dir, &g_cfg, &g_arch);
+    struct fixture_rec recs[N_INSTS];
+    struct dcm_ds *ds[N_INSTS];
     char keys[N_INSTS][16];
-    memset(recs, 0, sizeof recs);
     for (size_t i = 0; i < N_INSTS; i++) {
-        struct dcm_ds *ds = build_ds(&insts[i]);
-        for (size_t c = 0; c < index_n_main_tags; c++) {
-            vals[i][c] = index_value(ds, index_main_tags[c].tag);
-            recs[i].values[c] = vals[i][c];
-        }
-        dynbuf_init(&meta[i], 0);
-        assert_int_equal(dcm_json_write(ds, NULL, &meta[i], NULL), 0);
-        dcm_ds_free(ds);
-        n = snprintf(keys[i], sizeof keys[i], "k%03zu", i);
+        ds[i] = build_ds(&insts[i]);
+        int n = snprintf(keys[i], sizeof keys[i], "%s%03zu", "k", i);
         assert_true(n > 0 && (size_t)n < sizeof keys[i]);
-        recs[i].transfer_syntax = "1.2.840.10008.1.2.1";
-        recs[i].blob_key = keys[i];
-        recs[i].size = 1000 + i;
-        recs[i].ds_offset = 300;
-        recs[i].metadata_json = (const char *)meta[i].data;
-        recs[i].metadata_len = meta[i].len;
-        recs[i].remote_aet = "TEST";
+        recs[i] = (struct fixture_rec){ .ds = ds[i], .blob_key = keys[i],
+                                        .transfer_syntax = "1.2.840.10008.1.2.1",
+                                        .size = 1000 + i, .ds_offset = 300 };
     }
-    struct index *ix = archive_index(g_arch);
-    if (ix->ops->insert_batch(ix, recs, N_INSTS, INDEX_DUP_REPLACE, res, &err) != 0)
-        fail_msg("insert_batch: %s", err.msg);
-    for (size_t i = 0; i < N_INSTS; i++) {
-        assert_int_equal(res[i].outcome, INDEX_INSERTED);
-        for (size_t c = 0; c < index_n_main_tags; c++)
-            free(vals[i][c]);
-        dynbuf_free(&meta[i]);
-    }
+    fixture_insert(g_arch, recs, N_INSTS);
+    for (size_t i = 0; i < N_INSTS; i++)
+        dcm_ds_free(ds[i]);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    archive_close(g_arch);
-    config_free(g_cfg);
-    nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    fixture_close(g_dir, g_cfg, g_arch);
     return 0;
 }
 

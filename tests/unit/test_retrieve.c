@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <ftw.h>
 
 #include "archive/archive.h"
 #include "archive/retrieve.h"
@@ -20,6 +19,7 @@
 #include "store/index.h"
 #include "util/config.h"
 #include "util/log.h"
+#include "archive_fixture.h"
 
 #define T_LEVEL DCM_TAG(0x0008, 0x0052)
 #define T_SOP_CLASS DCM_TAG(0x0008, 0x0016)
@@ -88,17 +88,6 @@ static struct dcm_ds *build_ds(const struct inst *in, size_t i)
     return ds;
 }
 
-static char *main_value(const struct dcm_ds *ds, uint32_t tag)
-{
-    const struct dcm_elem *e = dcm_ds_find(ds, tag);
-    if (!e || !dcm_vr_is_string(e->vr))
-        return NULL;
-    struct dynbuf b;
-    dynbuf_init(&b, 0);
-    assert_int_equal(dcm_elem_text(ds, e, &b, NULL), 0);
-    return dynbuf_take(&b, NULL);
-}
-
 static void put_blob(const char *key, const struct dynbuf *bytes)
 {
     struct blob_store *bs = archive_blobs(g_arch);
@@ -114,87 +103,47 @@ static void put_blob(const char *key, const struct dynbuf *bytes)
         fail_msg("put_commit: %s", err.msg);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     (void)state;
     struct pacs_err err = { 0 };
-    log_set_level(CONFIG_LOG_WARN);
-    assert_non_null(mkdtemp(g_dir));
-    char env[128];
-    int n = snprintf(env, sizeof env, "PACSD_DATA_DIR=%s", g_dir);
-    assert_true(n > 0 && (size_t)n < sizeof env);
-    char *envp[] = { env, NULL };
-    if (config_load(NULL, envp, &g_cfg, &err) != 0)
-        fail_msg("config_load: %s", err.msg);
-    if (archive_open(g_cfg, &g_arch, NULL, &err) != 0)
-        fail_msg("archive_open: %s", err.msg);
-
-    struct index_record recs[N_INSTS];
-    struct index_insert_result res[N_INSTS];
-    struct dynbuf meta[N_INSTS];
-    char *vals[N_INSTS][INDEX_MAX_MAIN_TAGS];
+    fixture_open(g_dir, &g_cfg, &g_arch);
+    struct fixture_rec recs[N_INSTS];
+    struct dcm_file f[N_INSTS];
     char keys[N_INSTS][16];
-    memset(recs, 0, sizeof recs);
     for (size_t i = 0; i < N_INSTS; i++) {
         struct dcm_ds *ds = build_ds(&insts[i], i);
         dynbuf_init(&g_file[i], 0);
         struct dcm_sink sink = dcm_sink_dynbuf(&g_file[i]);
         if (dcm_write_part10(ds, NULL, &sink, &err) != 0)
             fail_msg("dcm_write_part10: %s", err.msg);
-        struct dcm_file f;
-        struct dcm_read_opts ro = { .stop_tag = DCM_TAG_PIXEL_DATA, .copy_values = true };
-        if (dcm_read_part10(g_file[i].data, g_file[i].len, &ro, &f, &err) != 0)
-            fail_msg("dcm_read_part10: %s", err.msg);
-        g_ds_offset[i] = f.ds_offset;
-        dynbuf_init(&meta[i], 0);
-        assert_int_equal(dcm_json_write(f.ds, NULL, &meta[i], NULL), 0);
-        for (size_t c = 0; c < index_n_main_tags; c++) {
-            vals[i][c] = main_value(f.ds, index_main_tags[c].tag);
-            recs[i].values[c] = vals[i][c];
-        }
-        dcm_file_free(&f);
         dcm_ds_free(ds);
-        n = snprintf(keys[i], sizeof keys[i], "r%03zu", i);
+        /* Index what ingest would: the file as read back, up to Pixel Data. */
+        struct dcm_read_opts ro = { .stop_tag = DCM_TAG_PIXEL_DATA, .copy_values = true };
+        if (dcm_read_part10(g_file[i].data, g_file[i].len, &ro, &f[i], &err) != 0)
+            fail_msg("dcm_read_part10: %s", err.msg);
+        g_ds_offset[i] = f[i].ds_offset;
+        int n = snprintf(keys[i], sizeof keys[i], "r%03zu", i);
         assert_true(n > 0 && (size_t)n < sizeof keys[i]);
         put_blob(keys[i], &g_file[i]);
-        recs[i].transfer_syntax = DCM_UID_EXPLICIT_LE;
-        recs[i].blob_key = keys[i];
-        recs[i].size = g_file[i].len;
-        recs[i].ds_offset = g_ds_offset[i];
-        recs[i].metadata_json = (const char *)meta[i].data;
-        recs[i].metadata_len = meta[i].len;
-        recs[i].remote_aet = "";
+        recs[i] = (struct fixture_rec){ .ds = f[i].ds, .blob_key = keys[i],
+                                        .transfer_syntax = DCM_UID_EXPLICIT_LE,
+                                        .size = g_file[i].len, .ds_offset = g_ds_offset[i] };
     }
     struct blob_store *bs = archive_blobs(g_arch);
     assert_int_equal(bs->ops->sync(bs, &err), 0);
-    struct index *ix = archive_index(g_arch);
-    if (ix->ops->insert_batch(ix, recs, N_INSTS, INDEX_DUP_REPLACE, res, &err) != 0)
-        fail_msg("insert_batch: %s", err.msg);
-    for (size_t i = 0; i < N_INSTS; i++) {
-        assert_int_equal(res[i].outcome, INDEX_INSERTED);
-        for (size_t c = 0; c < index_n_main_tags; c++)
-            free(vals[i][c]);
-        dynbuf_free(&meta[i]);
-    }
+    fixture_insert(g_arch, recs, N_INSTS);
+    for (size_t i = 0; i < N_INSTS; i++)
+        dcm_file_free(&f[i]);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    archive_close(g_arch);
-    config_free(g_cfg);
+    fixture_close(g_dir, g_cfg, g_arch);
     for (size_t i = 0; i < N_INSTS; i++)
         dynbuf_free(&g_file[i]);
-    nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return 0;
 }
 
