@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -136,6 +137,65 @@ static int remove_orphans(struct archive *a, unsigned *removed, struct pacs_err 
 out:
     dynbuf_free(&o.keys);
     return rc;
+}
+
+int archive_random_key(char key[33], struct pacs_err *err)
+{
+    uint8_t r[16];
+    size_t got = 0;
+    while (got < sizeof r) {
+        ssize_t n = getrandom(r + got, sizeof r - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return pacs_err_set(err, PACS_EIO, "getrandom: %s", strerror(errno));
+        }
+        got += (size_t)n;
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof r; i++) {
+        key[2 * i] = hex[r[i] >> 4];
+        key[2 * i + 1] = hex[r[i] & 15];
+    }
+    key[32] = '\0';
+    return 0;
+}
+
+static int ignore_row(void *ctx, const struct index_row *row)
+{
+    (void)ctx;
+    (void)row;
+    return 0;
+}
+
+int archive_check_index(struct archive *a, struct pacs_err *err)
+{
+    /* At most one row: the cost does not grow with the archive (stats()
+     * counts every row). */
+    struct index_query q = {.level = INDEX_PATIENT, .limit = 1};
+    return a->ix->ops->find(a->ix, &q, ignore_row, NULL, err);
+}
+
+int archive_check_storage(struct archive *a, struct pacs_err *err)
+{
+    static const char data[] = "pacsd storage probe\n";
+    char rnd[33], key[64];
+    struct blob_writer *w = NULL;
+    struct blob_store *bs = a->blobs;
+    int rc = archive_random_key(rnd, err);
+    if (rc)
+        return rc;
+    /* Not hex: a probe key never shares a directory with an instance. */
+    snprintf(key, sizeof key, "healthprobe%.16s", rnd);
+    if ((rc = bs->ops->put_begin(bs, key, &w, err)) != 0)
+        return rc;
+    if ((rc = bs->ops->put_write(w, data, sizeof data - 1, err)) != 0) {
+        bs->ops->put_abort(w);
+        return rc;
+    }
+    if ((rc = bs->ops->put_commit(w, err)) != 0)
+        return rc;
+    return bs->ops->del(bs, key, err);
 }
 
 /* --- the committer ------------------------------------------------------- */

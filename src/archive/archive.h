@@ -40,4 +40,12 @@ struct index *archive_index(struct archive *a);
 struct blob_store *archive_blobs(struct archive *a);
 const struct pacs_config *archive_config(struct archive *a);
 
+/* Readiness checks (health probes): the index answers a one-row query;
+ * the store takes a small put, commit and delete, as an ingest would,
+ * under a key "healthprobe<16 hex>" (its own directory, "he", which the
+ * archive's hex keys never use).
+ * 0, or the error that makes the archive unready. */
+int archive_check_index(struct archive *a, struct pacs_err *err);
+int archive_check_storage(struct archive *a, struct pacs_err *err);
+
 #endif

@@ -27,6 +27,9 @@
 int archive_commit(struct archive *a, const struct index_record *rec,
                    enum index_insert_outcome *outcome, struct pacs_err *err);
 
+/* A fresh random blob key: 32 lowercase hex digits. */
+int archive_random_key(char key[33], struct pacs_err *err);
+
 /* What the committer has done since open (tests, metrics). */
 struct archive_commit_stats {
     uint64_t batches;   /* transactions attempted */

@@ -130,28 +130,6 @@ static bool copy_trimmed(char *dst, size_t size, const char *s)
     return true;
 }
 
-static int random_key(char key[33], struct pacs_err *err)
-{
-    uint8_t r[16];
-    size_t got = 0;
-    while (got < sizeof r) {
-        ssize_t n = getrandom(r + got, sizeof r - got, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return pacs_err_set(err, PACS_EIO, "getrandom: %s", strerror(errno));
-        }
-        got += (size_t)n;
-    }
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < sizeof r; i++) {
-        key[2 * i] = hex[r[i] >> 4];
-        key[2 * i + 1] = hex[r[i] & 15];
-    }
-    key[32] = '\0';
-    return 0;
-}
-
 /* Writes to the blob and the hash; the caller's bytes and ours alike. */
 static int blob_append(struct ingest *in, const void *p, size_t n, struct pacs_err *err)
 {
@@ -233,7 +211,7 @@ int ingest_begin(struct archive *a, const struct ingest_source *src, struct inge
         rc = pacs_err_set(err, PACS_ENOMEM, "cannot start SHA-256");
         goto out;
     }
-    if ((rc = random_key(in->key, err)))
+    if ((rc = archive_random_key(in->key, err)))
         goto out;
 
     if (in->raw) {

@@ -8,14 +8,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "store/blob.h"
-#include "store/index.h"
 #include "util/log.h"
 
 /* Longest failure reason kept per check. */
 #define HEALTH_MSG_MAX 256
 /* Key prefix of storage probes: not hex, so never an archive key. */
-#define HEALTH_PROBE_PREFIX "healthprobe"
 
 struct health_check {
     bool ok;
@@ -79,46 +76,6 @@ static void check_set(struct health_check *c, int rc, const struct pacs_err *err
         memcpy(c->msg, "error", sizeof "error");
 }
 
-static int ignore_row(void *ctx, const struct index_row *row)
-{
-    (void)ctx;
-    (void)row;
-    return 0;
-}
-
-/* A query that reads at most one row: proves a reader connection and the
- * schema work, at a cost that does not grow with the archive (stats()
- * counts every row). */
-static int probe_index(struct archive *ar, struct pacs_err *err)
-{
-    struct index *ix = archive_index(ar);
-    struct index_query q = {.level = INDEX_PATIENT, .limit = 1};
-    return ix->ops->find(ix, &q, ignore_row, NULL, err);
-}
-
-/* What an ingest does to the store, on a few bytes: put, commit, delete. */
-static int probe_storage(struct archive *ar, struct pacs_err *err)
-{
-    static const char data[] = "pacsd readiness probe\n";
-    struct blob_store *bs = archive_blobs(ar);
-    struct blob_writer *w = NULL;
-    char key[sizeof HEALTH_PROBE_PREFIX + 16];
-    char rnd[17];
-    int rc;
-    http_random_hex16(rnd);
-    if (snprintf(key, sizeof key, "%s%s", HEALTH_PROBE_PREFIX, rnd) >= (int)sizeof key)
-        return pacs_err_set(err, PACS_EINVAL, "probe key too long");
-    if ((rc = bs->ops->put_begin(bs, key, &w, err)) != 0)
-        return rc;
-    if ((rc = bs->ops->put_write(w, data, sizeof data - 1, err)) != 0) {
-        bs->ops->put_abort(w);
-        return rc;
-    }
-    if ((rc = bs->ops->put_commit(w, err)) != 0)
-        return rc;
-    return bs->ops->del(bs, key, err);
-}
-
 /* Runs the probes unless a result younger than HEALTH_READY_CACHE_MS
  * exists; copies the result out. */
 static void ready_checks(struct http_health *h, struct health_check *index,
@@ -128,10 +85,10 @@ static void ready_checks(struct http_health *h, struct health_check *index,
     int64_t t = now_ms();
     if (!h->have_result || t - h->probed_ms >= HEALTH_READY_CACHE_MS) {
         struct pacs_err err = {0};
-        int rc = probe_index(h->ar, &err);
+        int rc = archive_check_index(h->ar, &err);
         check_set(&h->index, rc, &err);
         pacs_err_clear(&err);
-        rc = probe_storage(h->ar, &err);
+        rc = archive_check_storage(h->ar, &err);
         check_set(&h->storage, rc, &err);
         if (!h->index.ok || !h->storage.ok)
             log_warn("not ready: index %s, storage %s", h->index.msg, h->storage.msg);
