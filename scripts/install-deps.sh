@@ -11,8 +11,13 @@ RUNTIME="zlib1g libjansson4 libsqlite3-0 libssl3 libmicrohttpd12"
 BUILD="build-essential make cmake ninja-build pkg-config zlib1g-dev libjansson-dev libsqlite3-dev libssl-dev libmicrohttpd-dev"
 # Test suite: unit-test framework, fuzzing compiler and runtime, DICOM peers
 # (DCMTK command-line tools, Orthanc, pydicom with its bundled test files),
-# valgrind, SQLite's shell for inspecting the index in tests.
-TEST="libcmocka-dev clang libclang-rt-14-dev dcmtk orthanc python3 python3-pydicom python3-numpy valgrind hyperfine sqlite3"
+# valgrind, SQLite's shell for inspecting the index in tests, Orthanc's
+# DICOMweb plugin (a DICOMweb peer), Prometheus (promtool and a scraper),
+# wrk (HTTP benchmarks), curl.
+TEST="libcmocka-dev clang libclang-rt-14-dev dcmtk orthanc orthanc-dicomweb python3 python3-pydicom python3-numpy valgrind hyperfine sqlite3 prometheus wrk curl"
+# npm clients (dicomweb-client) need Node.js and npm: Debian's, unless the
+# machine already has them (a newer Node.js from elsewhere is fine).
+command -v npm >/dev/null 2>&1 || TEST="$TEST nodejs npm"
 
 want="$RUNTIME"
 for purpose in "$@"; do

@@ -142,3 +142,10 @@ int http_health_ready(struct http_request *r)
     json_decref(checks);
     return http_respond_json(r, 503, j);
 }
+
+const struct http_route http_health_routes[] = {
+    {"GET", "/health/live", http_health_live, NULL, 0},
+    {"GET", "/health/startup", http_health_startup, NULL, 0},
+    {"GET", "/health/ready", http_health_ready, NULL, 0},
+    {NULL, NULL, NULL, NULL, 0},
+};

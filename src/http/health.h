@@ -47,7 +47,7 @@ void http_health_set_started(struct http_health *h);
 /* /health/ready answers 503 from now on. */
 void http_health_set_stopping(struct http_health *h);
 
-/* Route handlers (server.c's route table). */
+/* Route handlers (http_health_routes in routes.h). */
 int http_health_live(struct http_request *r);
 int http_health_startup(struct http_request *r);
 int http_health_ready(struct http_request *r);

@@ -26,17 +26,18 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "http/health.h"
+#include "http/routes.h"
 #include "util/log.h"
 
-/* Every route pacsd serves: the one place a route is added. */
-static const struct http_route routes[] = {
-    {"GET", "/health/live", http_health_live, NULL, 0},
-    {"GET", "/health/startup", http_health_startup, NULL, 0},
-    {"GET", "/health/ready", http_health_ready, NULL, 0},
+/* The route tables (routes.h), in matching order. */
+static const struct http_route *const route_tables[] = {
+    http_health_routes, http_metrics_routes, http_stow_routes, http_qido_routes,
+    http_wado_routes,   http_wado_uri_routes, http_rest_routes,
 };
-#define N_ROUTES (sizeof routes / sizeof routes[0])
+#define N_ROUTE_TABLES (sizeof route_tables / sizeof route_tables[0])
 
 /* Longest Allow header value: every method of the table fits. */
 #define HTTP_ALLOW_MAX 128
@@ -49,8 +50,7 @@ struct http_server {
     struct MHD_Daemon *d;
     struct http_health *health;
     atomic_bool stopping;
-    /* Access-Control-Allow-Origin for every response; NULL (CORS off)
-     * until the configuration has a key for it. */
+    /* Access-Control-Allow-Origin for every response; NULL: CORS off. */
     const char *cors_origin;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -82,6 +82,7 @@ struct http_request {
     char id[HTTP_REQUEST_ID_MAX + 1];
     unsigned status;
     struct MHD_Response *resp;
+    char *base_url;            /* http_req_base_url, made on first use */
     void *state;
     void (*state_free)(void *);
 };
@@ -224,19 +225,31 @@ static bool route_find(struct http_request *r)
 {
     char allow[HTTP_ALLOW_MAX] = "";
     bool ok = r->path[0] == '/' && split_path(r);
-    for (size_t i = 0; ok && i < N_ROUTES; i++) {
-        if (!route_match(r, routes[i].tmpl))
-            continue;
-        if (method_matches(routes[i].method, r->method)) {
-            r->route = &routes[i];
-            return true;
+    for (size_t t = 0; ok && t < N_ROUTE_TABLES; t++) {
+        for (const struct http_route *rt = route_tables[t]; rt->method; rt++) {
+            if (!route_match(r, rt->tmpl))
+                continue;
+            if (method_matches(rt->method, r->method)) {
+                r->route = rt;
+                return true;
+            }
+            allow_add(allow, rt->method);
+            if (!strcmp(rt->method, "GET"))
+                allow_add(allow, "HEAD");
         }
-        allow_add(allow, routes[i].method);
-        if (!strcmp(routes[i].method, "GET"))
-            allow_add(allow, "HEAD");
     }
     r->n_params = 0;
-    if (allow[0]) {
+    if (allow[0] && r->s->cors_origin && !strcmp(r->method, "OPTIONS")) {
+        /* A CORS preflight: say what the path allows. */
+        allow_add(allow, "OPTIONS");
+        if (http_respond(r, MHD_HTTP_NO_CONTENT, NULL, "", 0) == 0) {
+            http_add_header(r, "Access-Control-Allow-Methods", allow);
+            const char *h = http_req_header(r, "Access-Control-Request-Headers");
+            if (h && strlen(h) < HTTP_ALLOW_MAX * 4)
+                http_add_header(r, "Access-Control-Allow-Headers", h);
+            http_add_header(r, "Access-Control-Max-Age", "600");
+        }
+    } else if (allow[0]) {
         http_respond_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method %s is not allowed here",
                            r->method);
         http_add_header(r, MHD_HTTP_HEADER_ALLOW, allow);
@@ -265,26 +278,180 @@ static int set_response(struct http_request *r, unsigned status, struct MHD_Resp
     return 0;
 }
 
+/* True if the client takes gzip: "gzip" among Accept-Encoding's codings
+ * (or "*"), with no q=0. */
+static bool accepts_gzip(const struct http_request *r)
+{
+    const char *ae = http_req_header(r, MHD_HTTP_HEADER_ACCEPT_ENCODING);
+    if (!ae)
+        return false;
+    for (const char *p = ae; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",;");
+        while (n && p[n - 1] == ' ')
+            n--;
+        bool name = (n == 4 && !strncasecmp(p, "gzip", 4)) || (n == 1 && *p == '*');
+        const char *e = p + strcspn(p, ",");
+        const char *q = memchr(p, ';', (size_t)(e - p));
+        bool zero = false;
+        if (q) {
+            q++;
+            while (*q == ' ')
+                q++;
+            if ((q[0] == 'q' || q[0] == 'Q') && q[1] == '=') {
+                double v = strtod(q + 2, NULL);
+                zero = v <= 0.0;
+            }
+        }
+        if (name)
+            return !zero;
+        p = e;
+    }
+    return false;
+}
+
+/* Text formats worth compressing. */
+static bool compressible(const char *ct)
+{
+    return ct && (!strncmp(ct, "application/json", 16) ||
+                  !strncmp(ct, "application/dicom+json", 22) || !strncmp(ct, "text/", 5) ||
+                  !strncmp(ct, "application/javascript", 22) ||
+                  !strncmp(ct, "application/xml", 15) || !strncmp(ct, "image/svg+xml", 13));
+}
+
+/* body gzip-compressed into a new malloc'd buffer (*out, *out_len), or
+ * false (no memory, zlib error): then it goes out as it is. */
+static bool gzip_body(const void *body, size_t len, void **out, size_t *out_len)
+{
+    z_stream z = {0};
+    if (deflateInit2(&z, HTTP_GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return false;
+    uLong cap = deflateBound(&z, (uLong)len);
+    unsigned char *buf = malloc(cap);
+    bool ok = buf != NULL;
+    if (ok) {
+        z.next_in = (Bytef *)(uintptr_t)body;
+        z.avail_in = (uInt)len;
+        z.next_out = buf;
+        z.avail_out = (uInt)cap;
+        ok = deflate(&z, Z_FINISH) == Z_STREAM_END;
+    }
+    deflateEnd(&z);
+    if (!ok) {
+        free(buf);
+        return false;
+    }
+    *out = buf;
+    *out_len = z.total_out;
+    return true;
+}
+
+/* A response from a buffer: compressed when the client takes gzip and the
+ * body is text of some size. owned: body is malloc'd and passes to the
+ * response (freed whatever happens). */
+static int respond_buffer(struct http_request *r, unsigned status, const char *content_type,
+                          const void *body, size_t len, bool owned)
+{
+    bool want_gzip = len >= HTTP_GZIP_MIN && len <= UINT32_MAX && compressible(content_type);
+    void *z = NULL;
+    size_t zlen = 0;
+    bool gz = want_gzip && accepts_gzip(r) && gzip_body(body, len, &z, &zlen);
+    struct MHD_Response *resp;
+    if (gz) {
+        if (owned)
+            free((void *)body);
+        resp = MHD_create_response_from_buffer(zlen, z, MHD_RESPMEM_MUST_FREE);
+        if (!resp)
+            free(z);
+    } else {
+        resp = MHD_create_response_from_buffer(len, (void *)body,
+                                               owned ? MHD_RESPMEM_MUST_FREE
+                                                     : MHD_RESPMEM_MUST_COPY);
+        if (!resp && owned)
+            free((void *)body);
+    }
+    int rc = set_response(r, status, resp, content_type);
+    if (rc == 0 && gz)
+        rc = http_add_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
+    if (rc == 0 && want_gzip)
+        rc = http_add_header(r, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
+    return rc;
+}
+
 int http_respond(struct http_request *r, unsigned status, const char *content_type,
                  const void *body, size_t len)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-    return set_response(r, status, resp, content_type);
+    return respond_buffer(r, status, content_type, body, len, false);
 }
 
 int http_respond_json(struct http_request *r, unsigned status, json_t *j)
+{
+    return http_respond_json_as(r, status, "application/json", j);
+}
+
+int http_respond_json_as(struct http_request *r, unsigned status, const char *content_type,
+                         json_t *j)
 {
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!text)
         return PACS_ENOMEM;
     /* jansson allocates with malloc (pacsd sets no other allocator). */
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    if (!resp)
-        free(text);
-    return set_response(r, status, resp, "application/json");
+    return respond_buffer(r, status, content_type, text, strlen(text), true);
+}
+
+int http_respond_owned(struct http_request *r, unsigned status, const char *content_type,
+                       void *body, size_t len)
+{
+    return respond_buffer(r, status, content_type, body, len, true);
+}
+
+struct stream {
+    http_stream_fn fn;
+    void *ctx;
+    void (*free_fn)(void *);
+};
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct stream *st = cls;
+    ssize_t n = st->fn(st->ctx, pos, buf, max);
+    if (n == HTTP_STREAM_END)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0 || n == 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    return n;
+}
+
+static void stream_free(void *cls)
+{
+    struct stream *st = cls;
+    if (st->free_fn)
+        st->free_fn(st->ctx);
+    free(st);
+}
+
+int http_respond_stream(struct http_request *r, unsigned status, const char *content_type,
+                        uint64_t size, http_stream_fn fn, void *ctx, void (*free_fn)(void *))
+{
+    struct stream *st = malloc(sizeof *st);
+    if (!st) {
+        if (free_fn)
+            free_fn(ctx);
+        return PACS_ENOMEM;
+    }
+    st->fn = fn;
+    st->ctx = ctx;
+    st->free_fn = free_fn;
+    struct MHD_Response *resp = MHD_create_response_from_callback(
+        size == HTTP_SIZE_UNKNOWN ? MHD_SIZE_UNKNOWN : size, HTTP_STREAM_BLOCK, stream_read, st,
+        stream_free);
+    if (!resp) {
+        stream_free(st);
+        return PACS_ENOMEM;
+    }
+    return set_response(r, status, resp, content_type);
 }
 
 json_t *http_error_object(const struct http_request *r, unsigned status, const char *msg)
@@ -541,6 +708,7 @@ static void request_free(struct http_request *r)
         MHD_destroy_response(r->resp);
     free(r->query);
     free(r->segbuf);
+    free(r->base_url);
     free(r);
 }
 
@@ -584,6 +752,7 @@ const char *http_req_path(const struct http_request *r) { return r->path; }
 const char *http_req_query_string(const struct http_request *r) { return r->query; }
 const char *http_req_id(const struct http_request *r) { return r->id; }
 struct archive *http_req_archive(const struct http_request *r) { return r->s->ar; }
+const struct pacs_config *http_req_config(const struct http_request *r) { return r->s->cfg; }
 struct http_health *http_req_health(const struct http_request *r) { return r->s->health; }
 void *http_req_state(const struct http_request *r) { return r->state; }
 
@@ -604,6 +773,44 @@ const char *http_req_param(const struct http_request *r, const char *name)
         if (r->params[i].name_len == n && !memcmp(r->params[i].name, name, n))
             return r->params[i].value;
     return NULL;
+}
+
+/* A Host header is echoed into URLs: host name or address characters and
+ * a port only. */
+static bool host_ok(const char *h)
+{
+    size_t n = strlen(h);
+    if (n == 0 || n > 255)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = h[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.' || c == ':' || c == '[' || c == ']' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+const char *http_req_base_url(struct http_request *r)
+{
+    if (r->base_url)
+        return r->base_url;
+    const char *pub = r->s->cfg->http.public_url;
+    if (pub && *pub) {
+        r->base_url = strdup(pub);
+    } else {
+        const char *host = http_req_header(r, MHD_HTTP_HEADER_HOST);
+        char dflt[64];
+        if (!host || !host_ok(host)) {
+            snprintf(dflt, sizeof dflt, "localhost:%u", r->s->cfg->http.port);
+            host = dflt;
+        }
+        size_t n = strlen(host) + sizeof "http://";
+        r->base_url = malloc(n);
+        if (r->base_url)
+            snprintf(r->base_url, n, "http://%s", host);
+    }
+    return r->base_url ? r->base_url : "";
 }
 
 void http_req_set_state(struct http_request *r, void *state, void (*free_fn)(void *))
@@ -667,6 +874,8 @@ int http_start(const struct pacs_config *cfg, struct archive *ar, struct http_se
         return pacs_err_set(err, PACS_ENOMEM, "out of memory");
     s->cfg = cfg;
     s->ar = ar;
+    s->cors_origin = cfg->http.cors_origin && *cfg->http.cors_origin ? cfg->http.cors_origin
+                                                                      : NULL;
     atomic_init(&s->stopping, false);
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;
@@ -680,17 +889,17 @@ int http_start(const struct pacs_config *cfg, struct archive *ar, struct http_se
         rc = lfd;
         goto out;
     }
-    /* MHD_USE_AUTO picks epoll on Linux; MHD_USE_ITC is what
+    /* A thread per connection (see server.h); MHD_USE_ITC is what
      * MHD_quiesce_daemon needs. No per-IP limit: behind an ingress or a
      * load balancer every client has the same address. */
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-                     (v6 ? MHD_USE_IPv6 : 0);
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
     s->d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_access, s,
         /* First, or MHD prints what the options below say to stderr. */
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lfd,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTP_THREAD_POOL_SIZE,
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)HTTP_THREAD_STACK,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNECTIONS,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,

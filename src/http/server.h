@@ -1,9 +1,22 @@
 /* server.h - the HTTP server: libmicrohttpd (MHD) behind a route table,
  * with the headers, error bodies and request log every route shares.
  *
- * Threads: MHD's internal polling (epoll on Linux) on a pool of
- * HTTP_THREAD_POOL_SIZE threads. Handlers run on those threads, so a
- * handler that blocks holds up the other connections of its thread.
+ * Threads: one per connection (MHD_USE_THREAD_PER_CONNECTION), at most
+ * HTTP_MAX_CONNECTIONS. Handlers block: a STOW-RS part waits for its group
+ * commit (an fsync), a WADO-RS stream reads files, and neither holds up
+ * another connection. An idle keep-alive connection costs a sleeping
+ * thread; HTTP_CONNECTION_TIMEOUT_S closes it.
+ *
+ * Compression: a buffered response (http_respond*, not streams) whose type
+ * is text (JSON, DICOM JSON, text/..., XML, JavaScript, SVG) of at least
+ * HTTP_GZIP_MIN bytes is gzip-compressed when the client's Accept-Encoding
+ * takes gzip; such responses carry Vary: Accept-Encoding.
+ *
+ * CORS: off unless http.cors_origin is set; then every response carries
+ * Access-Control-Allow-Origin (and Vary: Origin), and an OPTIONS request
+ * to a path some route serves is a preflight answered 204 with
+ * Access-Control-Allow-Methods (the path's methods), -Allow-Headers (what
+ * was asked) and -Max-Age.
  *
  * Routing: a request's percent-decoded path is matched against the route
  * table in server.c, the one place routes are added. A template is a path
@@ -35,15 +48,23 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "archive/archive.h"
 #include "util/config.h"
 #include "util/err.h"
 
-/* Threads polling connections and running handlers. */
-#define HTTP_THREAD_POOL_SIZE 4
-/* Most open connections; more wait in the listen backlog. */
-#define HTTP_MAX_CONNECTIONS 1024
+/* Most open connections (each has a thread); more wait in the listen
+ * backlog. */
+#define HTTP_MAX_CONNECTIONS 512
+/* Stack of a connection thread (address space; only touched pages cost). */
+#define HTTP_THREAD_STACK (1024u * 1024)
+/* Smallest body worth compressing, and the zlib level (1: fastest, JSON
+ * still shrinks 5-10x). */
+#define HTTP_GZIP_MIN 1024
+#define HTTP_GZIP_LEVEL 1
+/* Size of the blocks a streamed response is read in. */
+#define HTTP_STREAM_BLOCK (256u * 1024)
 /* A connection with no bytes moving either way for this long is closed.
  * Inactivity, not a deadline: a client trickling a byte every few seconds
  * keeps its connection (it costs a connection slot and at most
@@ -122,6 +143,11 @@ const char *http_req_header(const struct http_request *r, const char *name);
 const char *http_req_param(const struct http_request *r, const char *name);
 const char *http_req_id(const struct http_request *r);
 struct archive *http_req_archive(const struct http_request *r);
+const struct pacs_config *http_req_config(const struct http_request *r);
+/* Where clients reach the server, for absolute URLs in answers, without a
+ * trailing '/': http.public_url when set, else "http://" + the Host header
+ * (when it is a plain host[:port]; else localhost and http.port). */
+const char *http_req_base_url(struct http_request *r);
 struct http_health *http_req_health(const struct http_request *r);
 
 /* Per-request state of a route (a STOW parser between body pieces); free_fn,
@@ -143,6 +169,30 @@ json_t *http_error_object(const struct http_request *r, unsigned status, const c
 /* Responds status with the error body; the message is printf-formatted. */
 int http_respond_error(struct http_request *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* As http_respond_json with another Content-Type (application/dicom+json). */
+int http_respond_json_as(struct http_request *r, unsigned status, const char *content_type,
+                         json_t *j);
+/* As http_respond, taking a malloc'd body (freed whatever happens). */
+int http_respond_owned(struct http_request *r, unsigned status, const char *content_type,
+                       void *body, size_t len);
+
+/* A streamed response body: fn is called on the connection's thread for
+ * the bytes from `pos` on, and writes at most max of them into buf. It
+ * returns how many it wrote (> 0), HTTP_STREAM_END when there are no more,
+ * or HTTP_STREAM_ERROR (the connection is closed: the client sees a
+ * truncated body, which is all HTTP/1.1 allows once the status is sent).
+ * It may block (reading storage). */
+typedef ssize_t (*http_stream_fn)(void *ctx, uint64_t pos, char *buf, size_t max);
+#define HTTP_STREAM_END ((ssize_t)-1)
+#define HTTP_STREAM_ERROR ((ssize_t)-2)
+/* Unknown length: the body goes out chunked. */
+#define HTTP_SIZE_UNKNOWN UINT64_MAX
+/* Sets a streamed response of `size` bytes (or HTTP_SIZE_UNKNOWN). free_fn
+ * (may be NULL) is called on ctx once the response is done with, however
+ * it ends, and also when this call fails. Returns 0 or PACS_ENOMEM. */
+int http_respond_stream(struct http_request *r, unsigned status, const char *content_type,
+                        uint64_t size, http_stream_fn fn, void *ctx, void (*free_fn)(void *));
+
 /* Adds a header to the response set by http_respond* (copied). Returns 0,
  * PACS_EINVAL (no response yet, or a header MHD refuses), PACS_ENOMEM. */
 int http_add_header(struct http_request *r, const char *name, const char *value);

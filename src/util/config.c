@@ -39,6 +39,7 @@ enum ktype {
 
 #define K_SECRET 1u   /* masked by config_to_json */
 #define K_REQUIRED 2u /* member must be present (modality_keys only) */
+#define K_EMPTY_OK 4u /* T_STR: "" is a value (the feature is off) */
 
 struct key {
     const char *path;         /* dotted JSON path; the environment name derives from it */
@@ -103,6 +104,10 @@ static const struct key config_keys[] = {
      CN(dicom.n_storage_sop_classes), .def = ""},
     {.path = "http.port", .type = T_INT, CF(http.port), .def = "8042", .min = 1, .max = 65535},
     {.path = "http.enabled", .type = T_BOOL, CF(http.enabled), .def = "true"},
+    {.path = "http.cors_origin", .type = T_STR, CF(http.cors_origin), .def = "",
+     .flags = K_EMPTY_OK},
+    {.path = "http.public_url", .type = T_STR, CF(http.public_url), .def = "",
+     .flags = K_EMPTY_OK},
     {.path = "log.level", .type = T_ENUM, CF(log.level), .def = "info", .names = level_names},
 };
 #define N_CONFIG_KEYS (sizeof config_keys / sizeof config_keys[0])
@@ -558,7 +563,7 @@ static int set_value(void *base, const struct key *k, json_t *v, const struct wh
         }
         const char *s = json_string_value(v);
         size_t n = json_string_length(v);
-        const char *why = text_problem(s, n);
+        const char *why = n == 0 && (k->flags & K_EMPTY_OK) ? NULL : text_problem(s, n);
         if (why)
             return fail(err, n > CONFIG_MAX_STRING_LEN ? PACS_ELIMIT : PACS_EINVAL, w, "%s", why);
         char *copy = strndup(s, n);
@@ -1000,6 +1005,15 @@ static int check_combined(const struct pacs_config *c, struct pacs_err *err)
         return pacs_err_set(err, PACS_EINVAL,
                             "http.port: same as dicom.port (%u); both listen on bind",
                             (unsigned)c->dicom.port);
+    const char *u = c->http.public_url;
+    if (u && *u) {
+        size_t n = strlen(u);
+        bool scheme = !strncmp(u, "http://", 7) || !strncmp(u, "https://", 8);
+        if (!scheme || u[n - 1] == '/' || strpbrk(u, " ?#\\"))
+            return pacs_err_set(err, PACS_EINVAL,
+                                "http.public_url: must be http://host[:port][/prefix] or "
+                                "https://..., without a trailing '/' (got \"%s\")", u);
+    }
     return 0;
 }
 

@@ -77,6 +77,15 @@ struct pacs_config {
     struct {
         uint16_t port; /* "http.port", default 8042 */
         bool enabled;  /* "http.enabled", default true */
+        /* "http.cors_origin", default "" (CORS off): the value of
+         * Access-Control-Allow-Origin, "*" or one origin
+         * ("https://viewer.example.org"). */
+        char *cors_origin;
+        /* "http.public_url", default "": the scheme, host and port clients
+         * reach pacsd by ("https://pacs.example.org"), for the absolute URLs
+         * of DICOMweb answers (RetrieveURL); "" = from the request's Host
+         * header as http://host. */
+        char *public_url;
     } http;
     struct {
         enum config_log_level level; /* "log.level", default info */
