@@ -153,11 +153,20 @@ class StoreSCP(Proc):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+DICOMWEB_PLUGIN = os.environ.get("ORTHANC_DICOMWEB_PLUGIN",
+                                 "/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
 class Orthanc(Proc):
     """Orthanc 1.10 (Debian) with a SQLite index in a temporary directory,
-    DICOM and HTTP on free loopback ports, REST without authentication."""
+    DICOM and HTTP on free loopback ports, REST without authentication.
 
-    def __init__(self, aet="ORTHANC", modalities=None, extra=None):
+    dicomweb=True loads the DICOMweb plugin (Debian orthanc-dicomweb), which
+    then serves DICOMweb under /dicom-web/ (self.dicomweb_url()); its client
+    side gets dicomweb_servers ({name: base URL}) as DicomWeb.Servers."""
+
+    def __init__(self, aet="ORTHANC", modalities=None, extra=None, dicomweb=False,
+                 dicomweb_servers=None):
         self.tmp = tempfile.mkdtemp(prefix="orthanc-")
         self.port = free_port()
         self.http_port = free_port()
@@ -181,6 +190,14 @@ class Orthanc(Proc):
             "HttpTimeout": 60,
             "ConcurrentJobs": 2,
         }
+        if dicomweb or dicomweb_servers:
+            if not os.path.isfile(DICOMWEB_PLUGIN):
+                raise RuntimeError("Orthanc DICOMweb plugin not found: %s (Debian package "
+                                   "orthanc-dicomweb)" % DICOMWEB_PLUGIN)
+            cfg["Plugins"] = [DICOMWEB_PLUGIN]
+            cfg["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "EnableWado": True,
+                               "WadoRoot": "/wado",
+                               "Servers": {k: [v] for k, v in (dicomweb_servers or {}).items()}}
         cfg.update(extra or {})
         self.config_path = os.path.join(self.tmp, "orthanc.json")
         with open(self.config_path, "w") as f:
@@ -191,6 +208,10 @@ class Orthanc(Proc):
 
     def url(self, path):
         return "http://127.0.0.1:%d%s" % (self.http_port, path)
+
+    def dicomweb_url(self):
+        """Base URL of the DICOMweb plugin's server side (no trailing /)."""
+        return self.url("/dicom-web")
 
     def rest(self, method, path, body=None, timeout=120):
         """JSON in (dict/list, or bytes sent as is), JSON out (or bytes)."""
