@@ -4,6 +4,8 @@
 #   after a "== name" header;
 #   bench/dimse_store.py and bench/dimse_find.py (DICOM network: C-STORE
 #   and C-FIND against Orthanc and storescp) unless NO_DIMSE=1;
+#   bench/http_stow.py, http_qido.py, http_wado.py (DICOMweb against
+#   Orthanc + its DICOMweb plugin, wrk) unless NO_HTTP=1;
 #   build/parse_bench (the in-process parser benchmark, bench/parse_bench.c,
 #   built by `make`) when it exists, on a corpus file and a generated CT.
 # Each benchmark measures pacsd and its peer in the same run and reports
@@ -35,6 +37,23 @@ if [ -z "${NO_DIMSE:-}" ]; then
         [ $py = dimse_store.py ] && args=(--rounds "${DIMSE_STORE_ROUNDS:-3}")
         [ $py = dimse_find.py ] && args=(--instances "${DIMSE_FIND_N:-100000}")
         echo "--- running $py" >&2
+        if ! "${PYTHON:-/usr/bin/python3}" "$ROOT/bench/$py" "${args[@]}" >>"$LOG"; then
+            echo "== $py: FAILED" >>"$LOG"
+            status=1
+        fi
+    done
+fi
+
+# HTTP benchmarks (DICOMweb, Python http.client, wrk, Orthanc + DICOMweb
+# plugin): bench/http_*.py print their summaries on stdout. HTTP_QIDO_N
+# scales the QIDO index (default 100000 instances); NO_HTTP=1 skips them;
+# HTTP_QUICK=1 runs them in --quick mode (small sizes).
+if [ -z "${NO_HTTP:-}" ]; then
+    for py in http_stow.py http_qido.py http_wado.py; do
+        args=()
+        [ -n "${HTTP_QUICK:-}" ] && args+=(--quick)
+        [ $py = http_qido.py ] && [ -n "${HTTP_QIDO_N:-}" ] && args+=(--instances "$HTTP_QIDO_N")
+        echo "--- running $py ${args[*]}" >&2
         if ! "${PYTHON:-/usr/bin/python3}" "$ROOT/bench/$py" "${args[@]}" >>"$LOG"; then
             echo "== $py: FAILED" >>"$LOG"
             status=1
