@@ -40,6 +40,7 @@ Environment: PACSD (binary, default build/pacsd), TMPDIR.
 Run with Debian's /usr/bin/python3.
 """
 import argparse
+import json
 import os
 import random
 import sys
@@ -73,7 +74,7 @@ def studies_queries(srv, base, pids, warmup, studies):
             if st != 200:
                 bad.append("%s: HTTP %d %s" % (path, st, body[:200]))
                 continue
-            got = sorted(uids(H.json.loads(body), STUDY_UID))
+            got = sorted(uids(json.loads(body), STUDY_UID))
             if got != sorted(studies[pid]):
                 bad.append("%s: studies %s, want %s" % (path, got, sorted(studies[pid])))
     except OSError as e:
@@ -96,7 +97,7 @@ def listing(srv, base, runs, limit, n):
             if st != 200:
                 bad.append("%s: HTTP %d %s" % (path, st, body[:200]))
                 continue
-            got = uids(H.json.loads(body), SOP_UID)
+            got = uids(json.loads(body), SOP_UID)
             if len(got) != want or len(set(got)) != want:
                 bad.append("%s: %d results (%d distinct), want %d"
                            % (path, len(got), len(set(got)), want))
