@@ -374,6 +374,14 @@ def test_statuses(srv, good_path, other_study_path):
     st, _, j = stow(srv, [("application/dicom", good)], accept="application/dicom+xml")
     error_is(st, j, 406, "application/dicom\\+xml", "Accept: application/dicom+xml")
     still_fine(srv, "406", n)
+    # Refused on its headers with a body of many pieces still to come: the
+    # body is read and dropped, then the answer comes.
+    big = multipart([("application/dicom", good)] * 300)
+    st, _, j = stow(srv, None, accept="application/dicom+xml", raw=big)
+    error_is(st, j, 406, ".", "406 with a %d-byte body" % len(big))
+    st, _, j = stow(srv, None, ctype="application/octet-stream", raw=big)
+    error_is(st, j, 415, "application/octet-stream", "415 with a large body")
+    still_fine(srv, "refusals with large bodies", n)
 
     # 415.
     for ct, what in (("application/dicom", "a single application/dicom body"),
@@ -541,6 +549,8 @@ def test_qido(srv, arc):
     checks.eq(uids(j, "0020000D"), sorted([s1, s2]), "fuzzymatching=true still matches")
     st, hdrs, j, raw = qido(srv, "/studies", pat1)
     checks.eq(raw.get_all("Warning"), None, "no Warning on an ordinary answer")
+    st, hdrs, body, _ = request(srv, "HEAD", "/dicom-web/studies?PatientID=DIMSE-PAT-1")
+    checks.eq((st, hdrs.get("content-type"), body), (200, DICOM_JSON, b""), "HEAD on QIDO")
 
     # No match.
     for path, params in (("/studies", {"PatientID": "NOBODY"}),
