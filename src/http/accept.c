@@ -2,7 +2,10 @@
 #include "http/accept.h"
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "dicom/frames.h"
 
 static bool is_tchar(char c)
 {
@@ -224,4 +227,87 @@ bool http_media_covers(const char *range, const char *type)
     if (rn >= 2 && strcmp(range + rn - 2, "/*") == 0)
         return strncmp(range, type, rn - 1) == 0;
     return strcasecmp(range, type) == 0;
+}
+
+int http_range_parse(const char *h, uint64_t len, uint64_t *first, uint64_t *last)
+{
+    if (!h)
+        return 0;
+    while (*h == ' ')
+        h++;
+    if (strncasecmp(h, "bytes=", 6) != 0)
+        return 0;
+    const char *p = h + 6;
+    if (strchr(p, ','))
+        return 0;
+    while (*p == ' ')
+        p++;
+    uint64_t a = 0, b = 0;
+    bool has_a = false, has_b = false;
+    for (; *p >= '0' && *p <= '9'; p++, has_a = true) {
+        if (a > (UINT64_MAX - 9) / 10)
+            return 0;
+        a = a * 10 + (uint64_t)(*p - '0');
+    }
+    if (*p != '-')
+        return 0;
+    p++;
+    for (; *p >= '0' && *p <= '9'; p++, has_b = true) {
+        if (b > (UINT64_MAX - 9) / 10)
+            return 0;
+        b = b * 10 + (uint64_t)(*p - '0');
+    }
+    while (*p == ' ')
+        p++;
+    if (*p || (!has_a && !has_b))
+        return 0;
+    if (!has_a) { /* suffix: the last b bytes */
+        if (b == 0 || len == 0)
+            return -1;
+        *first = b >= len ? 0 : len - b;
+        *last = len - 1;
+        return 1;
+    }
+    if (has_b && b < a)
+        return 0;
+    if (a >= len)
+        return -1;
+    *first = a;
+    *last = has_b && b < len ? b : len - 1;
+    return 1;
+}
+
+int http_frame_list_parse(const char *s, uint64_t **out, size_t *n)
+{
+    size_t cnt = 1;
+    *out = NULL;
+    *n = 0;
+    for (const char *p = s; *p; p++)
+        cnt += *p == ',';
+    if (cnt > DCM_MAX_FRAMES)
+        return PACS_ELIMIT;
+    uint64_t *v = calloc(cnt, sizeof *v);
+    if (!v)
+        return PACS_ENOMEM;
+    const char *p = s;
+    for (size_t i = 0; i < cnt; i++) {
+        uint64_t x = 0;
+        size_t digits = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (++digits > 9)
+                goto bad;
+            x = x * 10 + (uint64_t)(*p++ - '0');
+        }
+        if (digits == 0 || x == 0 || (*p != ',' && *p != '\0'))
+            goto bad;
+        v[i] = x;
+        if (*p == ',')
+            p++;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+bad:
+    free(v);
+    return PACS_EINVAL;
 }

@@ -1,6 +1,7 @@
-/* accept.h - the Accept header (RFC 9110 12.5.1) as DICOMweb uses it
- * (PS3.18 8.7): media ranges with q values and the type= and
- * transfer-syntax= parameters of multipart/related.
+/* accept.h - what the retrieve routes parse from a request: the Accept
+ * header (RFC 9110 12.5.1) as DICOMweb uses it (PS3.18 8.7: media ranges
+ * with q values and the type= and transfer-syntax= parameters of
+ * multipart/related), the Range header and WADO-RS frame lists.
  *
  *   Accept: multipart/related; type="application/dicom"; transfer-syntax=*,
  *           application/dicom+json;q=0.5
@@ -21,6 +22,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "util/err.h"
 
@@ -49,5 +51,19 @@ int http_accept_parse(const char *header, struct http_accept *out, struct pacs_e
  * "image/jpeg") covers
  * the concrete type `type` (lower case). */
 bool http_media_covers(const char *range, const char *type);
+
+/* One "bytes=" range of a value of len bytes (RFC 9110 14.1.2): "a-b",
+ * "a-" or "-n" (the last n bytes); b past the end means the end. Returns 1
+ * with [*first, *last] for a satisfiable range, 0 to ignore the header
+ * (NULL, another unit, several ranges, b < a, malformed: RFC 9110 lets a
+ * server serve the whole value then), -1 when unsatisfiable (a >= len, or
+ * "-0"): the caller answers 416. */
+int http_range_parse(const char *h, uint64_t len, uint64_t *first, uint64_t *last);
+
+/* A WADO-RS frame list "1,3,5": frame numbers from 1, each 1 to 9 digits,
+ * comma-separated, no spaces, repeats allowed. On success *out (n entries,
+ * in the order given) is the caller's to free. PACS_EINVAL when malformed,
+ * PACS_ELIMIT for more than DCM_MAX_FRAMES numbers, PACS_ENOMEM. */
+int http_frame_list_parse(const char *s, uint64_t **out, size_t *n);
 
 #endif

@@ -497,42 +497,6 @@ fail:
     return NULL;
 }
 
-/* Parses "1,3,5": 1-based frame numbers. 0 when it is well formed. */
-static int parse_frame_list(const char *s, uint64_t **out, size_t *n)
-{
-    size_t cnt = 1;
-    *out = NULL;
-    *n = 0;
-    for (const char *p = s; *p; p++)
-        cnt += *p == ',';
-    if (cnt > DCM_MAX_FRAMES)
-        return PACS_ELIMIT;
-    uint64_t *v = calloc(cnt, sizeof *v);
-    if (!v)
-        return PACS_ENOMEM;
-    const char *p = s;
-    for (size_t i = 0; i < cnt; i++) {
-        uint64_t x = 0;
-        size_t digits = 0;
-        while (*p >= '0' && *p <= '9') {
-            if (++digits > 9)
-                goto bad;
-            x = x * 10 + (uint64_t)(*p++ - '0');
-        }
-        if (digits == 0 || x == 0 || (*p != ',' && *p != '\0'))
-            goto bad;
-        v[i] = x;
-        if (*p == ',')
-            p++;
-    }
-    *out = v;
-    *n = cnt;
-    return 0;
-bad:
-    free(v);
-    return PACS_EINVAL;
-}
-
 static bool native_le_ts(const char *ts)
 {
     return strcmp(ts, DCM_UID_EXPLICIT_LE) == 0 || strcmp(ts, DCM_UID_IMPLICIT_LE) == 0;
@@ -684,7 +648,7 @@ static int handle_frames(struct http_request *r)
     const char *study, *series, *instance;
     if (!get_uids(r, &study, &series, &instance) || !parse_accept(r, &acc))
         return 0;
-    int rc = parse_frame_list(http_req_param(r, "frames"), &list, &n);
+    int rc = http_frame_list_parse(http_req_param(r, "frames"), &list, &n);
     if (rc == PACS_ENOMEM)
         return http_respond_error(r, 500, "out of memory");
     if (rc)
@@ -703,57 +667,6 @@ static int handle_frames(struct http_request *r)
 }
 
 /* --- bulk data -------------------------------------------------------------------- */
-
-/* One "bytes=" range of a value of len bytes (RFC 9110 14.1.2). Returns 1
- * with [*first, *last] for a satisfiable range, 0 to ignore the header
- * (absent, malformed, several ranges: RFC 9110 allows serving the whole
- * value), -1 when unsatisfiable (416). */
-static int parse_range(const char *h, uint64_t len, uint64_t *first, uint64_t *last)
-{
-    if (!h)
-        return 0;
-    while (*h == ' ')
-        h++;
-    if (strncasecmp(h, "bytes=", 6) != 0)
-        return 0;
-    const char *p = h + 6;
-    if (strchr(p, ','))
-        return 0;
-    while (*p == ' ')
-        p++;
-    uint64_t a = 0, b = 0;
-    bool has_a = false, has_b = false;
-    for (; *p >= '0' && *p <= '9'; p++, has_a = true) {
-        if (a > (UINT64_MAX - 9) / 10)
-            return 0;
-        a = a * 10 + (uint64_t)(*p - '0');
-    }
-    if (*p++ != '-')
-        return 0;
-    for (; *p >= '0' && *p <= '9'; p++, has_b = true) {
-        if (b > (UINT64_MAX - 9) / 10)
-            return 0;
-        b = b * 10 + (uint64_t)(*p - '0');
-    }
-    while (*p == ' ')
-        p++;
-    if (*p || (!has_a && !has_b))
-        return 0;
-    if (!has_a) { /* suffix: the last b bytes */
-        if (b == 0 || len == 0)
-            return -1;
-        *first = b >= len ? 0 : len - b;
-        *last = len - 1;
-        return 1;
-    }
-    if (has_b && b < a)
-        return 0;
-    if (a >= len)
-        return -1;
-    *first = a;
-    *last = has_b && b < len ? b : len - 1;
-    return 1;
-}
 
 static int handle_bulk(struct http_request *r)
 {
@@ -803,7 +716,7 @@ static int handle_bulk(struct http_request *r)
     uint64_t first = 0, last = 0;
     unsigned status = 200;
     char cr[80];
-    int range = parse_range(http_req_header(r, "Range"), piece.len, &first, &last);
+    int range = http_range_parse(http_req_header(r, "Range"), piece.len, &first, &last);
     if (range < 0) {
         ws_free(ws);
         json_t *j = http_error_object(r, 416, "range not satisfiable");

@@ -6,7 +6,8 @@
  * Input: byte 0 = NumberOfFrames (1..64), byte 1 = flags (bit 0: use the
  * Basic Offset Table), bytes 2..5 = a native geometry (rows, columns,
  * BitsAllocated choice, frames), the rest = an encapsulated value (items).
- * The rest is also parsed as an Accept header and as metadata JSON.
+ * The rest is also parsed as an Accept header, a Range header (for a value
+ * of 7 bytes per input byte), a frame list and metadata JSON.
  * Invariants:
  * - every fragment found lies inside the input, after its item header;
  * - a frame map starts at fragment 0, ends at n, and strictly increases;
@@ -14,6 +15,8 @@
  *   and writes only the bytes it was given;
  * - an accepted Accept header has 1..HTTP_ACCEPT_MAX ranges with q in
  *   1..1000 and ordered by q; every error has a message;
+ * - a satisfiable range lies inside the value; a frame list has numbers
+ *   from 1 to 999999999;
  * - rewriting metadata with an identity hook gives back the input. */
 #include <stdint.h>
 #include <stdio.h>
@@ -140,6 +143,20 @@ static void fuzz_text(const uint8_t *v, size_t n)
         }
     } else {
         CHECK(err.msg[0] && acc.n == 0, "accept error without a message");
+    }
+    uint64_t first, last, vlen = n * 7;
+    int rr = http_range_parse(s, vlen, &first, &last);
+    CHECK(rr >= -1 && rr <= 1, "range result %d", rr);
+    if (rr == 1)
+        CHECK(first <= last && last < vlen, "range outside the value");
+    uint64_t *list;
+    size_t n_list;
+    if (http_frame_list_parse(s, &list, &n_list) == 0) {
+        CHECK(n_list >= 1, "empty frame list");
+        for (size_t i = 0; i < n_list; i++)
+            CHECK(list[i] >= 1 && list[i] <= 999999999, "frame number %llu",
+                  (unsigned long long)list[i]);
+        free(list);
     }
     struct dynbuf out;
     dynbuf_init(&out, 0);

@@ -366,6 +366,55 @@ static void test_accept(void **state)
     assert_false(http_media_covers("application/dicom", "application/dicom+json"));
 }
 
+static void test_range(void **state)
+{
+    (void)state;
+    uint64_t a = 7, b = 7;
+    struct {
+        const char *h;
+        int want;
+        uint64_t first, last;
+    } cases[] = {
+        {"bytes=0-99", 1, 0, 99},       {"bytes=-10", 1, 990, 999},
+        {"bytes=100-", 1, 100, 999},    {"bytes=10-5000", 1, 10, 999},
+        {"bytes=-5000", 1, 0, 999},     {"BYTES=1-1", 1, 1, 1},
+        {" bytes=999-999", 1, 999, 999}, {"bytes=1000-", -1, 0, 0},
+        {"bytes=-0", -1, 0, 0},         {"bytes=5-2", 0, 0, 0},
+        {"bytes=0-1,4-5", 0, 0, 0},     {"items=0-1", 0, 0, 0},
+        {"bytes=x-y", 0, 0, 0},         {"bytes=5", 0, 0, 0},
+        {"bytes=-", 0, 0, 0},           {"bytes=1-2x", 0, 0, 0},
+        {"bytes=99999999999999999999999-", 0, 0, 0},
+    };
+    assert_int_equal(http_range_parse(NULL, 1000, &a, &b), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int got = http_range_parse(cases[i].h, 1000, &a, &b);
+        if (got != cases[i].want)
+            fail_msg("'%s': %d, want %d", cases[i].h, got, cases[i].want);
+        if (got == 1 && (a != cases[i].first || b != cases[i].last))
+            fail_msg("'%s': %llu-%llu", cases[i].h, (unsigned long long)a,
+                     (unsigned long long)b);
+    }
+    assert_int_equal(http_range_parse("bytes=0-", 0, &a, &b), -1);
+}
+
+static void test_frame_list(void **state)
+{
+    (void)state;
+    uint64_t *v;
+    size_t n;
+    assert_int_equal(http_frame_list_parse("3,1,3,999999999", &v, &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(v[0], 3);
+    assert_int_equal(v[1], 1);
+    assert_int_equal(v[3], 999999999);
+    free(v);
+    const char *bad[] = { "", "0", "1,,2", ",1", "1,", "a", "1-3", "-1", " 1", "1.5",
+                          "1000000000", "01x" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (http_frame_list_parse(bad[i], &v, &n) != PACS_EINVAL)
+            fail_msg("'%s' accepted", bad[i]);
+}
+
 /* --- metadata rewriting ------------------------------------------------------ */
 
 static int prefix_bulk(void *ctx, const char *study, const char *series, const char *instance,
@@ -409,6 +458,8 @@ int main(void)
         cmocka_unit_test(test_native_frames),
         cmocka_unit_test(test_one_bit_frames),
         cmocka_unit_test(test_accept),
+        cmocka_unit_test(test_range),
+        cmocka_unit_test(test_frame_list),
         cmocka_unit_test(test_metadata_rewrite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
