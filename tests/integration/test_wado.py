@@ -199,6 +199,9 @@ ct_ds = ds_of["CT_small.dcm"]
 st, hd, body = get("/dicom-web/studies/%s" % ct_ds.StudyInstanceUID)
 parts = multipart(hd["content-type"], body) if st == 200 else []
 checks.ok(len(parts) == 1 and parts[0][1] == blob(ct_ds.SOPInstanceUID), "study: its instance")
+st, hd, body = get("/dicom-web/studies/%s" % sc.StudyInstanceUID)
+parts = multipart(hd["content-type"], body) if st == 200 else []
+checks.eq(len(parts), 3, "study of three instances: three parts")
 st, hd, body = get(url("CT_small.dcm"), method="HEAD")
 checks.ok(st == 200 and body == b"" and hd.get("content-type", "").startswith("multipart/"),
           "HEAD instance: headers, no body", "%d" % st)
@@ -221,6 +224,9 @@ def check_transcoded(f, ts):
         return
     checks.ok("transfer-syntax=" + ts in hd["content-type"], "transcode %s: response type" % f,
               hd["content-type"])
+    # A converted instance's size is known only once converted: chunked.
+    checks.ok(hd.get("transfer-encoding") == "chunked" and "content-length" not in hd,
+              "transcode %s: chunked" % f, hd)
     parts = multipart(hd["content-type"], body)
     ph, data = parts[0]
     checks.eq(ph.get("content-type"), "application/dicom; transfer-syntax=" + ts,
