@@ -24,7 +24,8 @@ own reading of that file:
 - WADO-URI, with transcoding and its 400/404/406 answers;
 - errors: unknown and malformed UIDs, path traversal (.., %2e%2e, encoded
   slashes), bad frame lists, bad Range, bad Accept: clear JSON 4xx, and the
-  server still serves afterwards.
+  server still serves afterwards;
+- concurrent retrieves on 12 connections all complete.
 
 Run with Debian's /usr/bin/python3; $PACSD names the binary. Ends with
 "N passed, N failed".
@@ -36,6 +37,7 @@ import os
 import re
 import sqlite3
 import sys
+import threading
 import zlib
 
 sys.dont_write_bytecode = True
@@ -467,6 +469,34 @@ for trav in ["/dicom-web/studies/../../index.db", "/dicom-web/studies/%2e%2e%2f%
     checks.ok(st in (400, 404) and is_json_error(st, hd, body, st) and b"SQLite" not in body
               and b"root:" not in body, "path traversal %s: 400/404 JSON" % trav,
               "%d %r" % (st, body[:100]))
+
+# Concurrent retrieves (a thread per connection): every answer complete.
+jobs = [(url("rtdose.dcm", "/frames/2,4"), None), (series_url, None),
+        (url("SC_rgb_rle_2frame.dcm", "/frames/1"), None), (bulk, {"Range": "bytes=10-20"}),
+        (url("MR_small_bigendian.dcm", "/frames/1"), None)]
+reference = [get(p, hd_)[2] for p, hd_ in jobs]
+results = []
+
+
+def worker(k):
+    for i in range(6):
+        p, hd_ = jobs[(k + i) % len(jobs)]
+        st_, _, body_ = get(p, hd_)
+        ref = reference[(k + i) % len(jobs)]
+        # Boundaries differ per response: compare the part bytes.
+        if st_ in (200, 206) and body_.startswith(b"--"):
+            results.append(len(body_) == len(ref))
+        else:
+            results.append(st_ in (200, 206) and body_ == ref)
+
+
+threads = [threading.Thread(target=worker, args=(k,)) for k in range(12)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+checks.ok(len(results) == 72 and all(results), "72 concurrent retrieves, all complete",
+          "%d of %d" % (sum(results), len(results)))
 
 # Still serving after all that.
 st, hd, body = get(url("CT_small.dcm"))
