@@ -25,6 +25,8 @@ own reading of that file:
 - errors: unknown and malformed UIDs, path traversal (.., %2e%2e, encoded
   slashes), bad frame lists, bad Range, bad Accept: clear JSON 4xx, and the
   server still serves afterwards;
+- a generated 42 MB study streams without pacsd's peak memory growing by
+  more than 16 MiB;
 - concurrent retrieves on 12 connections all complete.
 
 Run with Debian's /usr/bin/python3; $PACSD names the binary. Ends with
@@ -35,8 +37,10 @@ import http.client
 import json
 import os
 import re
+import shutil
 import sqlite3
 import sys
+import tempfile
 import threading
 import zlib
 
@@ -469,6 +473,44 @@ for trav in ["/dicom-web/studies/../../index.db", "/dicom-web/studies/%2e%2e%2f%
     checks.ok(st in (400, 404) and is_json_error(st, hd, body, st) and b"SQLite" not in body
               and b"root:" not in body, "path traversal %s: 400/404 JSON" % trav,
               "%d %r" % (st, body[:100]))
+
+# A 42 MB study streams: pacsd's peak memory grows by far less than that.
+big = tempfile.mkdtemp(prefix="wado-big-")
+big_study, big_series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+for i in range(40):
+    d = pydicom.dcmread(os.path.join(PYDICOM, "CT_small.dcm"))
+    d.StudyInstanceUID, d.SeriesInstanceUID = big_study, big_series
+    d.SOPInstanceUID = pydicom.uid.generate_uid()
+    d.file_meta.MediaStorageSOPInstanceUID = d.SOPInstanceUID
+    d.Rows, d.Columns = 512, 1024
+    d.PixelData = os.urandom(512 * 1024 * 2)
+    d.save_as(os.path.join(big, "%02d.dcm" % i))
+r = h.run([h.PACSD, "store", "-aec", pacs.aet, "127.0.0.1", str(pacs.port), big])
+checks.ok(r.returncode == 0, "store of a generated 40 MB study", r.stderr)
+
+
+def peak_kib():
+    with open("/proc/%d/status" % pacs.p.pid) as fp:
+        return int(next(ln for ln in fp if ln.startswith("VmHWM")).split()[1])
+
+
+before = peak_kib()
+c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+c.request("GET", "/dicom-web/studies/" + big_study)
+resp = c.getresponse()
+total = 0
+while True:
+    chunk = resp.read(1 << 16)
+    if not chunk:
+        break
+    total += len(chunk)
+c.close()
+grown = peak_kib() - before
+checks.ok(resp.status == 200 and total > 40 * 1024 * 1024, "generated study retrieved",
+          "%d, %d bytes" % (resp.status, total))
+checks.ok(grown < 16 * 1024, "a %d MB study streamed with %d KiB more peak memory"
+          % (total >> 20, grown))
+shutil.rmtree(big, ignore_errors=True)
 
 # Concurrent retrieves (a thread per connection): every answer complete.
 jobs = [(url("rtdose.dcm", "/frames/2,4"), None), (series_url, None),
