@@ -17,7 +17,8 @@ own reading of that file:
 - frames of native single- and multi-frame images (Explicit, Implicit, Big
   Endian, Deflated, 1-bit) equal pydicom's pixel_array bytes; frames of RLE,
   JPEG and JPEG 2000 data equal pydicom.encaps.generate_pixel_data_frame,
-  with their media types; octet-stream for compressed frames only with
+  with their media types; a generated 3-frame JPEG of two fragments per
+  frame, with and without a Basic Offset Table, gives its frames back; octet-stream for compressed frames only with
   transfer-syntax=*;
 - bulk data with Range (206, suffix, open, 416, ignored invalid/multiple
   ranges), multipart bulk, nested bulk data (a waveform in a sequence);
@@ -367,6 +368,39 @@ for bad in ["0", "1,,2", "a", "1-3", "-1", "1,", ",1", "1.5", "9999999999", "1%2
 expect_error(url("rtdose.dcm", "/frames/16"), 404, "frame 16 of 15: 404")
 expect_error(url("rtdose.dcm", "/frames/1,16"), 404, "frames 1,16 of 15: 404")
 expect_error(url("waveform_ecg.dcm", "/frames/1"), 404, "frames of an instance without pixels")
+
+# Generated multi-frame JPEG, two fragments per frame, with and without a
+# Basic Offset Table: frames found by the table, then by the JPEG markers.
+jp = ds_of["SC_rgb_jpeg_dcmtk.dcm"]
+jframe = next(generate_pixel_data_frame(jp.PixelData, 1))
+jframes = [jframe, bytes(jframe), bytes(jframe)]
+gen = tempfile.mkdtemp(prefix="wado-jpeg-")
+gen_ds = {}
+gen_series = pydicom.uid.generate_uid()
+for has_bot in (True, False):
+    d = pydicom.dcmread(os.path.join(PYDICOM, "SC_rgb_jpeg_dcmtk.dcm"))
+    d.SeriesInstanceUID = gen_series
+    d.SOPInstanceUID = pydicom.uid.generate_uid()
+    d.file_meta.MediaStorageSOPInstanceUID = d.SOPInstanceUID
+    d.NumberOfFrames = 3
+    d.PixelData = pydicom.encaps.encapsulate(jframes, fragments_per_frame=2, has_bot=has_bot)
+    d["PixelData"].is_undefined_length = True
+    path = os.path.join(gen, "bot%d.dcm" % has_bot)
+    d.save_as(path)
+    gen_ds[has_bot] = d
+r = h.run([h.PACSD, "store", "-aec", pacs.aet, "127.0.0.1", str(pacs.port), gen])
+checks.ok(r.returncode == 0, "store of generated multi-frame JPEG", r.stderr)
+want_frame = jframe + (b"\0" if len(jframe) % 2 else b"")
+for has_bot, d in gen_ds.items():
+    u = "/dicom-web/studies/%s/series/%s/instances/%s/frames/3,1,2" % (
+        d.StudyInstanceUID, d.SeriesInstanceUID, d.SOPInstanceUID)
+    st, hd, body = get(u)
+    parts = multipart(hd["content-type"], body) if st == 200 else []
+    checks.ok(len(parts) == 3 and all(p[1] == want_frame for p in parts)
+              and all(p[0]["content-type"].startswith("image/jpeg") for p in parts),
+              "JPEG frames, 2 fragments each, %s offset table" % ("with" if has_bot else "no"),
+              "%d %r" % (st, body[:200]))
+shutil.rmtree(gen, ignore_errors=True)
 
 # --- bulk data ---------------------------------------------------------------------
 ct_pixels = ds_of["CT_small.dcm"].PixelData
