@@ -204,11 +204,19 @@ def main():
             {"id": "frames_native2", "method": "retrieveInstanceFrames",
              "options": {"studyInstanceUID": nat.study, "seriesInstanceUID": nat.series,
                          "sopInstanceUID": nat.sop, "frameNumbers": [2, 1]}},
+            # dicomweb-client names RLE image/x-dicom-rle (the name before
+            # PS3.18 registered image/dicom-rle) and can ask for no other.
             {"id": "frames_rle", "method": "retrieveInstanceFrames",
              "options": {"studyInstanceUID": rle.study, "seriesInstanceUID": rle.series,
                          "sopInstanceUID": rle.sop, "frameNumbers": [2],
                          "mediaTypes": [{"mediaType": "image/x-dicom-rle",
                                          "transferSyntaxUID": RLE}]}},
+            # What OHIF asks for: any syntax, as octet-stream.
+            {"id": "frames_rle_any", "method": "retrieveInstanceFrames",
+             "options": {"studyInstanceUID": rle.study, "seriesInstanceUID": rle.series,
+                         "sopInstanceUID": rle.sop, "frameNumbers": [1, 2],
+                         "mediaTypes": [{"mediaType": "application/octet-stream",
+                                         "transferSyntaxUID": "*"}]}},
             {"id": "frames_jpeg", "method": "retrieveInstanceFrames",
              "options": {"studyInstanceUID": jpg.study, "seriesInstanceUID": jpg.series,
                          "sopInstanceUID": jpg.sop, "frameNumbers": [1],
@@ -344,6 +352,8 @@ def check(c, res, d, stored):
            "retrieveInstanceFrames native RGB frames 2,1")
     frames("frames_rle", [rle.frames[1]], "retrieveInstanceFrames RLE frame 2 (encapsulated)")
     frames("frames_jpeg", [jpg.frames[0]], "retrieveInstanceFrames JPEG frame 1 (encapsulated)")
+    frames("frames_rle_any", rle.frames,
+           "retrieveInstanceFrames RLE frames 1,2 as octet-stream, transfer-syntax=*")
 
     for key in ("ct1", "jpeg"):
         if c.ok(stored[key] is not None, "server holds %s" % key):
