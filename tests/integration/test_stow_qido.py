@@ -293,6 +293,22 @@ def test_many_parts(srv, stored, refused_path):
               "stored + refused: the second part failed with 0xC000", failed)
     still_fine(srv, "stored + refused", before)
 
+    # Parts are finished several at a time: the answer still lists them in
+    # part order, failures interleaved.
+    parts, want_ok = [], []
+    for k, (name, path, data) in enumerate(files[:24]):
+        parts.append(("application/dicom", data))
+        want_ok.append(file_uids(path)[1])
+        parts.append(("text/plain", b"x" * k))
+    st, _, j = stow(srv, parts)
+    checks.eq(st, 202, "48 interleaved parts: 202")
+    checks.eq([val(i, "00081155") for i in seq(j, "00081199")], want_ok,
+              "interleaved parts: referenced in part order")
+    checks.eq([(val(i, "00000902") or "").split(":")[0] for i in seq(j, "00081198")],
+              ["part %d" % (2 * k + 2) for k in range(24)],
+              "interleaved parts: failures in part order")
+    still_fine(srv, "interleaved parts", before)
+
 
 def test_generated(srv, arc):
     by_study = {}
