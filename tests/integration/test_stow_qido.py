@@ -33,10 +33,12 @@ import http.client
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 import warnings
 
@@ -434,6 +436,22 @@ def test_statuses(srv, good_path, other_study_path):
         st, _, j = stow(srv, None, ctype=ct, raw=raw)
         error_is(st, j, 400, pattern, "400 for " + what)
         still_fine(srv, "400 for " + what, n)
+
+    # A client that goes away mid-part: what it sent of that part is
+    # dropped, nothing is left in files/tmp, the server goes on.
+    body = multipart([("application/dicom", good), ("application/dicom", other),
+                      ("application/dicom", good)])
+    sock = socket.create_connection(("127.0.0.1", srv.http_port))
+    sock.sendall(("POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+                  "Content-Length: %d\r\n\r\n" % (MP % B, len(body))).encode())
+    sock.sendall(body[:len(body) - len(good) // 2])
+    time.sleep(0.5)
+    sock.close()
+    for _ in range(50):
+        if not temps(srv):
+            break
+        time.sleep(0.1)
+    still_fine(srv, "client gone mid-part", n)
 
     # A body broken after a whole part: that part stays stored and is named.
     other_inst = file_uids(other_study_path)[1]
