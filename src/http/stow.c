@@ -3,14 +3,16 @@
  * type="application/dicom" body.
  *
  * The body is parsed as it arrives (multipart.h); each application/dicom
- * part streams into its own ingest (ingest.h, the path C-STORE takes) and
- * is finished, durable, at the part's end, so memory holds one part's
- * headers and the elements before its pixels, never a whole instance or
- * body. A part that fails (not DICOM, too large, another study, a
+ * part streams into its own ingest (ingest.h, the path C-STORE takes),
+ * which is finished (made durable) at the part's end on a thread of its
+ * own, up to STOW_MAX_INFLIGHT at once, while the next parts are read.
+ * Outcomes are recorded in part order; the answer waits for them all.
+ * Memory holds one part's headers and, per part in flight, the elements
+ * before its pixels: never a whole instance or body. A part that fails (not DICOM, too large, another study, a
  * duplicate refused) is a FailedSOPSequence item and the next part goes on.
  * A body that breaks the multipart syntax ends the request with 400: the
- * part in progress is aborted (nothing half stored), the parts finished
- * before it stay stored and the error body lists them.
+ * part in progress is aborted (nothing half stored), the parts received
+ * whole before it stay stored and the error body lists them.
  *
  * HTTP status (PS3.18 Table 10.5.3-1): 200 every part stored without
  * warning, 202 some stored and some failed or warned, 409 none stored,
@@ -19,6 +21,7 @@
  * docs/dicomweb.md is the user's view.
  */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +39,31 @@
 #define ST_OUT_OF_RESOURCES 0xA700
 #define ST_CANNOT_UNDERSTAND 0xC000
 
+/* Parts of one request being finished at once. ingest_finish returns once
+ * the instance is durable (its blob fsynced, its index batch committed);
+ * finished one after the other, every part would wait for its own fsyncs.
+ * Finished on their own threads while the next parts are read, they share
+ * the group commit. Each holds an open blob and its parsed header. */
+#define STOW_MAX_INFLIGHT 8
+/* Stack of a finishing thread (ingest_finish does not recurse deeper than
+ * PACS_MAX_SEQ_DEPTH). */
+#define STOW_THREAD_STACK (1024u * 1024)
+/* Longest reason kept for a failed part. */
+#define STOW_MSG_MAX 320
+
+/* One part's outcome, recorded in part order once known. */
+struct part_job {
+    size_t part;               /* 1-based */
+    struct ingest *in;         /* NULL: failed before ingest (fail_status) */
+    bool threaded;             /* finishing on th: join before reading */
+    pthread_t th;
+    uint16_t fail_status;
+    char msg[STOW_MSG_MAX];
+    int rc;                    /* ingest_finish's */
+    struct ingest_result res;
+    struct pacs_err err;
+};
+
 struct stow {
     struct mp_parser *mp;
     const char *type;          /* answer media type */
@@ -46,6 +74,11 @@ struct stow {
     bool in_failed;            /* its feed failed: drop the rest of it */
     bool part_dicom;           /* the part in progress is application/dicom */
     char part_type[MP_MEDIA_TYPE_MAX + 1];
+    char begin_fail[STOW_MSG_MAX]; /* why its ingest could not begin */
+
+    /* Parts ended but not yet recorded, oldest first (a ring). */
+    struct part_job *jobs[STOW_MAX_INFLIGHT];
+    size_t jobs_head, jobs_n;
 
     json_t *referenced;        /* ReferencedSOPSequence items */
     json_t *failed;            /* FailedSOPSequence items */
@@ -61,11 +94,28 @@ struct stow {
     char refusal[512];
 };
 
+/* Waits for a part's finishing thread; its outcome is then in the job. */
+static void job_wait(struct part_job *j)
+{
+    if (j->threaded) {
+        pthread_join(j->th, NULL);
+        j->threaded = false;
+    }
+}
+
 static void stow_free(void *p)
 {
     struct stow *st = p;
     if (!st)
         return;
+    /* Parts finishing when the request ends (the client went away) still
+     * become durable: they were received whole. */
+    for (size_t i = 0; i < st->jobs_n; i++) {
+        struct part_job *j = st->jobs[(st->jobs_head + i) % STOW_MAX_INFLIGHT];
+        job_wait(j);
+        ingest_abort(j->in); /* only set if never finished */
+        free(j);
+    }
     mp_parser_free(st->mp);
     ingest_abort(st->in);
     json_decref(st->referenced);
@@ -172,6 +222,7 @@ static int part_begin(void *ctx, const struct mp_part_headers *h)
     struct pacs_err err = { 0 };
     st->in_failed = false;
     st->part_dicom = false;
+    st->begin_fail[0] = '\0';
     /* No Content-Type: the type parameter of the request (PS3.18 8.6.1.2),
      * which was checked to be application/dicom. */
     if (!h->content_type) {
@@ -195,10 +246,8 @@ static int part_begin(void *ctx, const struct mp_part_headers *h)
         log_error("stow: part %zu: %s", h->index + 1, err.msg);
         st->in = NULL;
         st->in_failed = true;
-        char msg[300];
-        if (snprintf(msg, sizeof msg, "part %zu: cannot store: %s", h->index + 1, err.msg) < 0)
-            msg[0] = '\0';
-        return st->cb_rc = add_failure(st, NULL, NULL, ST_OUT_OF_RESOURCES, msg);
+        if (snprintf(st->begin_fail, sizeof st->begin_fail, "cannot store: %s", err.msg) < 0)
+            st->begin_fail[0] = '\0';
     }
     return 0;
 }
@@ -215,31 +264,102 @@ static int part_data(void *ctx, const uint8_t *p, size_t n)
     return 0;
 }
 
+/* Turns a finished part into its response item. */
+static int record(struct stow *st, struct http_request *r, struct part_job *j)
+{
+    if (!j->in && j->fail_status)
+        return add_failure(st, NULL, NULL, j->fail_status, j->msg);
+    const struct ingest_result *res = &j->res;
+    if (j->rc == 0 && (res->status == 0x0000 || is_warning(res->status)))
+        return add_stored(st, r, res);
+    char msg[STOW_MSG_MAX];
+    if (snprintf(msg, sizeof msg, "part %zu: %s", j->part, j->rc ? j->err.msg : res->message) < 0)
+        msg[0] = '\0';
+    uint16_t reason = res->status ? res->status : ST_OUT_OF_RESOURCES;
+    return add_failure(st, res->sop_class_uid, res->sop_instance_uid, reason, msg);
+}
+
+/* Waits for the oldest part in flight and records it. */
+static int record_oldest(struct stow *st, struct http_request *r)
+{
+    struct part_job *j = st->jobs[st->jobs_head];
+    st->jobs_head = (st->jobs_head + 1) % STOW_MAX_INFLIGHT;
+    st->jobs_n--;
+    job_wait(j);
+    int rc = record(st, r, j);
+    free(j);
+    return rc;
+}
+
+/* Records every part in flight, in order; the first error is returned. */
+static int record_all(struct stow *st, struct http_request *r)
+{
+    int rc = 0;
+    while (st->jobs_n) {
+        int k = record_oldest(st, r);
+        if (!rc)
+            rc = k;
+    }
+    return rc;
+}
+
+static void *finish_thread(void *p)
+{
+    struct part_job *j = p;
+    j->rc = ingest_finish(j->in, &j->res, &j->err);
+    j->in = NULL;
+    return NULL;
+}
+
+/* Starts finishing a part: on its own thread, or here when no thread can
+ * be had (after the parts before it, so the order holds either way). */
+static int start_finish(struct stow *st, struct http_request *r, struct part_job *j)
+{
+    pthread_attr_t attr;
+    bool attr_ok = pthread_attr_init(&attr) == 0;
+    if (attr_ok)
+        pthread_attr_setstacksize(&attr, STOW_THREAD_STACK);
+    if (attr_ok && pthread_create(&j->th, &attr, finish_thread, j) == 0) {
+        j->threaded = true;
+        pthread_attr_destroy(&attr);
+        return 0;
+    }
+    if (attr_ok)
+        pthread_attr_destroy(&attr);
+    int rc = record_all(st, r);
+    finish_thread(j);
+    return rc;
+}
+
 static int part_end(void *ctx)
 {
     struct cb_ctx *c = ctx;
     struct stow *st = c->st;
-    size_t part = mp_part_count(st->mp);
+    int rc = 0;
+    if (st->jobs_n == STOW_MAX_INFLIGHT && (rc = record_oldest(st, c->r)))
+        return st->cb_rc = rc;
+    struct part_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return st->cb_rc = PACS_ENOMEM;
+    j->part = mp_part_count(st->mp);
+    int n = 0;
     if (!st->part_dicom) {
-        char msg[MP_MEDIA_TYPE_MAX + 100];
-        if (snprintf(msg, sizeof msg, "part %zu: Content-Type %s is not application/dicom", part,
-                     st->part_type) < 0)
-            msg[0] = '\0';
-        return st->cb_rc = add_failure(st, NULL, NULL, ST_CANNOT_UNDERSTAND, msg);
+        j->fail_status = ST_CANNOT_UNDERSTAND;
+        n = snprintf(j->msg, sizeof j->msg, "part %zu: Content-Type %s is not application/dicom",
+                     j->part, st->part_type);
+    } else if (!st->in) {
+        j->fail_status = ST_OUT_OF_RESOURCES;
+        n = snprintf(j->msg, sizeof j->msg, "part %zu: %s", j->part, st->begin_fail);
+    } else {
+        j->in = st->in;
+        st->in = NULL;
+        rc = start_finish(st, c->r, j);
     }
-    if (!st->in)
-        return 0; /* ingest_begin failed: already reported */
-    struct ingest_result res;
-    struct pacs_err err = { 0 };
-    int rc = ingest_finish(st->in, &res, &err);
-    st->in = NULL;
-    if (rc == 0 && (res.status == 0x0000 || is_warning(res.status)))
-        return st->cb_rc = add_stored(st, c->r, &res);
-    char msg[300];
-    if (snprintf(msg, sizeof msg, "part %zu: %s", part, rc ? err.msg : res.message) < 0)
-        msg[0] = '\0';
-    uint16_t reason = res.status ? res.status : ST_OUT_OF_RESOURCES;
-    return st->cb_rc = add_failure(st, res.sop_class_uid, res.sop_instance_uid, reason, msg);
+    if (n < 0)
+        j->msg[0] = '\0'; /* a cut message is still the message */
+    st->jobs[(st->jobs_head + st->jobs_n) % STOW_MAX_INFLIGHT] = j;
+    st->jobs_n++;
+    return rc ? (st->cb_rc = rc) : 0;
 }
 
 static const struct mp_callbacks callbacks = { part_begin, part_data, part_end };
@@ -376,6 +496,9 @@ static int stow_handler(struct http_request *r)
     struct pacs_err err = { 0 };
     if (!st->refused && mp_finish(st->mp, &err))
         refuse(st, 400, "%s", err.msg);
+    /* Whatever the answer, it tells what was stored: wait for it all. */
+    if (record_all(st, r))
+        refuse(st, 500, "out of memory");
     if (st->refused)
         return respond_refusal(r, st);
     size_t n_ok = json_array_size(st->referenced), n_bad = json_array_size(st->failed);

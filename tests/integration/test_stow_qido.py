@@ -33,10 +33,12 @@ import http.client
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 import warnings
 
@@ -293,6 +295,22 @@ def test_many_parts(srv, stored, refused_path):
               "stored + refused: the second part failed with 0xC000", failed)
     still_fine(srv, "stored + refused", before)
 
+    # Parts are finished several at a time: the answer still lists them in
+    # part order, failures interleaved.
+    parts, want_ok = [], []
+    for k, (name, path, data) in enumerate(files[:24]):
+        parts.append(("application/dicom", data))
+        want_ok.append(file_uids(path)[1])
+        parts.append(("text/plain", b"x" * k))
+    st, _, j = stow(srv, parts)
+    checks.eq(st, 202, "48 interleaved parts: 202")
+    checks.eq([val(i, "00081155") for i in seq(j, "00081199")], want_ok,
+              "interleaved parts: referenced in part order")
+    checks.eq([(val(i, "00000902") or "").split(":")[0] for i in seq(j, "00081198")],
+              ["part %d" % (2 * k + 2) for k in range(24)],
+              "interleaved parts: failures in part order")
+    still_fine(srv, "interleaved parts", before)
+
 
 def test_generated(srv, arc):
     by_study = {}
@@ -418,6 +436,22 @@ def test_statuses(srv, good_path, other_study_path):
         st, _, j = stow(srv, None, ctype=ct, raw=raw)
         error_is(st, j, 400, pattern, "400 for " + what)
         still_fine(srv, "400 for " + what, n)
+
+    # A client that goes away mid-part: what it sent of that part is
+    # dropped, nothing is left in files/tmp, the server goes on.
+    body = multipart([("application/dicom", good), ("application/dicom", other),
+                      ("application/dicom", good)])
+    sock = socket.create_connection(("127.0.0.1", srv.http_port))
+    sock.sendall(("POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+                  "Content-Length: %d\r\n\r\n" % (MP % B, len(body))).encode())
+    sock.sendall(body[:len(body) - len(good) // 2])
+    time.sleep(0.5)
+    sock.close()
+    for _ in range(50):
+        if not temps(srv):
+            break
+        time.sleep(0.1)
+    still_fine(srv, "client gone mid-part", n)
 
     # A body broken after a whole part: that part stays stored and is named.
     other_inst = file_uids(other_study_path)[1]
