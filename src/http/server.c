@@ -55,6 +55,26 @@ struct http_server {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned in_flight; /* requests past their headers, not yet completed */
+    /* Open connections (under mu), for the header-timeout watchdog. */
+    struct http_conn *conns;
+    pthread_t watchdog;
+    bool watchdog_running;
+    bool watchdog_stop; /* under mu; the watchdog waits on cv */
+};
+
+/* Where a connection is between requests, for the watchdog. */
+enum conn_phase {
+    CONN_WAITING,   /* reading a request line and headers */
+    CONN_BUSY,      /* headers read: the request's own limits apply */
+    CONN_TIMED_OUT, /* the watchdog answered 408 and shut the socket */
+};
+
+/* One open connection (MHD's socket context). */
+struct http_conn {
+    struct http_conn *prev, *next;
+    int fd;
+    atomic_int phase;      /* enum conn_phase */
+    struct timespec since; /* start of CONN_WAITING, under mu */
 };
 
 struct http_param {
@@ -66,6 +86,7 @@ struct http_param {
 struct http_request {
     struct http_server *s;
     struct MHD_Connection *conn;
+    struct http_conn *hc; /* the connection's watchdog entry, or NULL */
     struct timespec t0;
     bool begun;   /* headers were read: counted in in_flight */
     bool queued;  /* a response was handed to MHD */
@@ -86,6 +107,13 @@ struct http_request {
     void *state;
     void (*state_free)(void *);
 };
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
 
 /* --- random ids ------------------------------------------------------------ */
 
@@ -546,6 +574,9 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         return NULL; /* on_access closes the connection */
     r->s = cls;
     r->conn = conn;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->hc = ci ? ci->socket_context : NULL;
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
     /* Only here does MHD show the query undecoded. */
     const char *q = strchr(uri, '?');
@@ -567,6 +598,12 @@ static uint64_t parse_u64(const char *s, bool *ok)
 static bool begin(struct http_request *r, const char *url, const char *method)
 {
     struct http_server *s = r->s;
+    if (r->hc) {
+        int waiting = CONN_WAITING;
+        if (!atomic_compare_exchange_strong(&r->hc->phase, &waiting, CONN_BUSY) &&
+            waiting == CONN_TIMED_OUT)
+            return false; /* the watchdog answered already */
+    }
     r->begun = true;
     r->method = method;
     r->path = url;
@@ -599,6 +636,19 @@ static bool begin(struct http_request *r, const char *url, const char *method)
                            "request body over the limit of %" PRIu64 " bytes",
                            r->route->max_body);
     return true;
+}
+
+/* True once a request body has had http.header_timeout seconds and still
+ * averages below http.min_upload_rate (a client trickling bytes to hold a
+ * connection). Checked as pieces arrive; a body that stops altogether is
+ * cut by the inactivity timeout instead. */
+static bool upload_too_slow(const struct http_request *r)
+{
+    uint32_t rate = r->s->cfg->http.min_upload_rate;
+    if (!rate)
+        return false;
+    double t = seconds_since(&r->t0);
+    return t > (double)r->s->cfg->http.header_timeout && (double)r->body_len / t < rate;
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -634,6 +684,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     size_t n = *upload_data_size;
     *upload_data_size = 0;
     r->body_len += n;
+    if (upload_too_slow(r)) {
+        http_respond_error(r, MHD_HTTP_REQUEST_TIMEOUT,
+                           "request body slower than %u bytes/s (http.min_upload_rate)",
+                           (unsigned)r->s->cfg->http.min_upload_rate);
+        return queue(r);
+    }
     if (r->route->max_body && r->body_len > r->route->max_body) {
         http_respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE,
                            "request body over the limit of %" PRIu64 " bytes",
@@ -721,6 +777,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (!r)
         return;
     *req_cls = NULL;
+    if (r->hc) {
+        pthread_mutex_lock(&s->mu);
+        clock_gettime(CLOCK_MONOTONIC, &r->hc->since);
+        int busy = CONN_BUSY;
+        atomic_compare_exchange_strong(&r->hc->phase, &busy, CONN_WAITING);
+        pthread_mutex_unlock(&s->mu);
+    }
     if (r->begun) {
         log_request(r, toe);
         pthread_mutex_lock(&s->mu);
@@ -729,6 +792,99 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         pthread_mutex_unlock(&s->mu);
     }
     request_free(r);
+}
+
+/* --- header timeout ---------------------------------------------------------
+ * MHD's timeout counts inactivity only, so a client sending its headers a
+ * byte at a time would hold a connection (and its thread) for ever. The
+ * watchdog gives every connection http.header_timeout seconds from its
+ * start, or from the end of its previous response, to finish a request's
+ * headers; past that it writes a 408 itself (MHD has sent nothing on the
+ * connection at that point) and shuts the socket, which ends MHD's read. */
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct http_conn *c = ci ? calloc(1, sizeof *c) : NULL;
+        if (!c)
+            return; /* unwatched: MHD's inactivity timeout still applies */
+        c->fd = ci->connect_fd;
+        atomic_init(&c->phase, CONN_WAITING);
+        pthread_mutex_lock(&s->mu);
+        clock_gettime(CLOCK_MONOTONIC, &c->since);
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        pthread_mutex_unlock(&s->mu);
+        *socket_context = c;
+        return;
+    }
+    /* MHD_CONNECTION_NOTIFY_CLOSED comes before MHD closes the socket, so
+     * the watchdog (which holds mu) never touches a reused descriptor. */
+    struct http_conn *c = *socket_context;
+    if (!c)
+        return;
+    pthread_mutex_lock(&s->mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&s->mu);
+    free(c);
+    *socket_context = NULL;
+}
+
+/* Answers 408 on a connection MHD is still reading headers from. */
+static void time_out(struct http_conn *c, unsigned secs)
+{
+    char id[17], body[256], msg[768];
+    http_random_hex16(id);
+    int bl = snprintf(body, sizeof body,
+                      "{\"error\":\"request headers not complete within %u s "
+                      "(http.header_timeout)\",\"status\":408,\"request_id\":\"%s\"}",
+                      secs, id);
+    int ml = bl > 0 && (size_t)bl < sizeof body
+                 ? snprintf(msg, sizeof msg,
+                            "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                            "Content-Type: application/json\r\nContent-Length: %d\r\n"
+                            "X-Request-Id: %s\r\nX-Content-Type-Options: nosniff\r\n"
+                            "Cache-Control: no-store\r\nServer: pacsd\r\n\r\n%s",
+                            bl, id, body)
+                 : -1;
+    /* Best effort: a client that does not read gets the shutdown only. */
+    if (ml > 0 && (size_t)ml < sizeof msg &&
+        send(c->fd, msg, (size_t)ml, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        log_debug("http: 408 on a slow connection: %s", strerror(errno));
+    shutdown(c->fd, SHUT_RDWR);
+    log_info("http: connection cut: request headers not complete within %u s", secs);
+}
+
+static void *watchdog_main(void *arg)
+{
+    struct http_server *s = arg;
+    unsigned limit = s->cfg->http.header_timeout;
+    pthread_mutex_lock(&s->mu);
+    while (!s->watchdog_stop) {
+        for (struct http_conn *c = s->conns; c; c = c->next) {
+            int waiting = CONN_WAITING;
+            if (seconds_since(&c->since) > (double)limit &&
+                atomic_compare_exchange_strong(&c->phase, &waiting, CONN_TIMED_OUT))
+                time_out(c, limit);
+        }
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        t.tv_sec += 1;
+        pthread_cond_timedwait(&s->cv, &s->mu, &t);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
 }
 
 /* MHD's own error messages: one per line, ending in a newline. */
@@ -904,6 +1060,7 @@ int http_start(const struct pacs_config *cfg, struct archive *ar, struct http_se
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, /* pacsd ignores SIGPIPE */
         MHD_OPTION_END);
@@ -912,6 +1069,13 @@ int http_start(const struct pacs_config *cfg, struct archive *ar, struct http_se
                           cfg->http.port);
         goto out;
     }
+    if (pthread_create(&s->watchdog, NULL, watchdog_main, s) != 0) {
+        MHD_stop_daemon(s->d);
+        lfd = -1; /* MHD closed it */
+        rc = pacs_err_set(err, PACS_ENOMEM, "cannot start the HTTP watchdog thread");
+        goto out;
+    }
+    s->watchdog_running = true;
     log_info("HTTP listening on %s:%u", cfg->bind, cfg->http.port);
     *out = s;
 out:
@@ -954,6 +1118,13 @@ void http_stop(struct http_server *s)
 
     /* Closes idle keep-alive connections and whatever did not finish. */
     MHD_stop_daemon(s->d);
+    if (s->watchdog_running) {
+        pthread_mutex_lock(&s->mu);
+        s->watchdog_stop = true;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->watchdog, NULL);
+    }
     /* Quiesced, the listening socket is ours to close; else MHD closed it. */
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);
