@@ -14,7 +14,8 @@ scraping it every second from the start:
   pacsd_storage_* reach the archive's totals (after their 5 s cache);
   build info, process figures;
 - Prometheus' query API gives the same counter values as /metrics;
-- with the one association slot held by a raw-socket association,
+- with 511 idle HTTP connections open (the probe's makes 512), and with
+  the one association slot held by a raw-socket association,
   /health/ready is 503 naming dicom.max_associations (and a second
   association is rejected); after its release, 200 again;
 - SIGTERM while an association is open: /health/ready is 503 "shutting
@@ -290,6 +291,26 @@ def run_checks(p, prom, t_start):
         got = wait_for(lambda: (lambda v: v if v == want else None)(prom.query(q)), 15)
         checks.eq(got, want, "Prometheus query " + q)
 
+    # Readiness at the HTTP connection limit: 511 idle connections and the
+    # probe's own make 512. Prometheus' keep-alive connection would count
+    # too: it is stopped first.
+    prom.stop()
+    alone = wait_for(lambda: val(scrape(hp)[1], "pacsd_http_connections") == 1.0, 10)
+    checks.ok(alone, "only the scrape's own connection is open")
+    idle = [socket.create_connection(("127.0.0.1", hp), 10) for _ in range(511)]
+    try:
+        st, j = wait_for(lambda: (lambda r_: r_ if r_[0] == 503 else None)(ready(hp)), 5) or \
+            ready(hp)
+        checks.eq(st, 503, "not ready at the HTTP connection limit")
+        checks.ok("HTTP connections at the limit: 512" in j.get("checks", {}).get("limits", ""),
+                  "the reason names the HTTP connections", j)
+    finally:
+        for s in idle:
+            s.close()
+    st, _ = wait_for(lambda: (lambda r_: r_ if r_[0] == 200 else None)(ready(hp)), 10) or \
+        ready(hp)
+    checks.eq(st, 200, "ready again once connections close")
+
     # Readiness at the association limit.
     st, j = ready(hp)
     checks.eq(st, 200, "ready before the limit")
@@ -319,7 +340,10 @@ def run_checks(p, prom, t_start):
     checks.eq(ptype, 2, "association before SIGTERM")
     t0 = time.time()
     p.p.send_signal(signal.SIGTERM)
-    got = wait_for(lambda: (lambda r_: r_ if r_[0] == 503 else None)(ready(hp)), 5)
+    # (The held association alone makes readiness 503 for its limit: wait
+    # for the shutdown reason.)
+    got = wait_for(lambda: (lambda r_: r_ if r_[1].get("error") == "shutting down" else None)(
+        ready(hp)), 5)
     checks.ok(got and got[1].get("error") == "shutting down",
               "503 shutting down right after SIGTERM", got)
     checks.ok(time.time() - t0 < 5, "within 5 s of SIGTERM")
