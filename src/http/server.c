@@ -31,6 +31,7 @@
 #include "http/health.h"
 #include "http/routes.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 /* The route tables (routes.h), in matching order. */
 static const struct http_route *const route_tables[] = {
@@ -756,6 +757,36 @@ static void log_request(struct http_request *r, enum MHD_RequestTerminationCode 
     log_writef_kv(lvl, kv, "http request");
 }
 
+/* Counts the request in pacsd_http_requests_total and its duration. The
+ * labels come from small sets: the route's template (never the raw path),
+ * a known method or "other" (a client may send any token). */
+static void count_request(const struct http_request *r)
+{
+    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "DELETE",
+                                          "OPTIONS", "PATCH"};
+    const char *method = "other";
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (r->method && !strcmp(r->method, methods[i]))
+            method = methods[i];
+    const char *route = r->route ? r->route->tmpl : "unmatched";
+    char status[8] = "none"; /* no response was ever set */
+    if (r->status && snprintf(status, sizeof status, "%u", r->status) >= (int)sizeof status)
+        memcpy(status, "none", sizeof "none");
+    metric_inc(&metric_http_requests, (const char *const[]){method, route, status});
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - r->t0.tv_sec) + (double)(t1.tv_nsec - r->t0.tv_nsec) / 1e9;
+    metric_observe(&metric_http_request_duration, (const char *const[]){method, route}, s);
+}
+
+/* Declared in http/health.h: readiness and /metrics read it. */
+unsigned http_req_connections(const struct http_request *r)
+{
+    const union MHD_DaemonInfo *di =
+        MHD_get_daemon_info(r->s->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return di ? di->num_connections : 0;
+}
+
 static void request_free(struct http_request *r)
 {
     if (r->state_free)
@@ -786,6 +817,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     }
     if (r->begun) {
         log_request(r, toe);
+        count_request(r);
         pthread_mutex_lock(&s->mu);
         s->in_flight--;
         pthread_cond_broadcast(&s->cv);
