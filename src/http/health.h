@@ -59,10 +59,6 @@ void http_health_set_stopping(struct http_health *h);
  * HTTP server itself is stopped. */
 void http_health_shutdown_begun(void);
 
-/* Open HTTP connections of the server r came in on (r's included).
- * Defined in server.c, which owns the daemon. */
-unsigned http_req_connections(const struct http_request *r);
-
 /* Route handlers (http_health_routes in routes.h). */
 int http_health_live(struct http_request *r);
 int http_health_startup(struct http_request *r);

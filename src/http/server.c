@@ -779,7 +779,6 @@ static void count_request(const struct http_request *r)
     metric_observe(&metric_http_request_duration, (const char *const[]){method, route}, s);
 }
 
-/* Declared in http/health.h: readiness and /metrics read it. */
 unsigned http_req_connections(const struct http_request *r)
 {
     const union MHD_DaemonInfo *di =

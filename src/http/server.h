@@ -144,6 +144,9 @@ const char *http_req_param(const struct http_request *r, const char *name);
 const char *http_req_id(const struct http_request *r);
 struct archive *http_req_archive(const struct http_request *r);
 const struct pacs_config *http_req_config(const struct http_request *r);
+/* Open HTTP connections of the server r came in on (r's included), for
+ * readiness and /metrics. */
+unsigned http_req_connections(const struct http_request *r);
 /* Where clients reach the server, for absolute URLs in answers, without a
  * trailing '/': http.public_url when set, else "http://" + the Host header
  * (when it is a plain host[:port]; else localhost and http.port). */
