@@ -56,6 +56,9 @@ struct ingest {
     char ts_uid[65];             /* raw only */
     char cmd_class[65], cmd_inst[65];
     char remote_aet[65];
+    char expect_study[65];
+    bool have_expect_study;
+    bool expect_study_bad;       /* given, but too long to be a UID */
     uint64_t max_size;
     uint64_t in_len;             /* caller's bytes so far */
     uint64_t size;               /* blob bytes so far */
@@ -207,6 +210,11 @@ int ingest_begin(struct archive *a, const struct ingest_source *src, struct inge
     in->raw = src->ts_uid != NULL;
     in->max_size = src->max_size ? src->max_size : PACS_MAX_VALUE_LEN;
     copy_trimmed(in->remote_aet, sizeof in->remote_aet, src->remote_aet);
+    if (src->expect_study_uid) {
+        in->have_expect_study = true;
+        in->expect_study_bad =
+            !copy_trimmed(in->expect_study, sizeof in->expect_study, src->expect_study_uid);
+    }
     in->sha = EVP_MD_CTX_new();
     if (!in->sha || EVP_DigestInit_ex(in->sha, EVP_sha256(), NULL) != 1) {
         rc = pacs_err_set(err, PACS_ENOMEM, "cannot start SHA-256");
@@ -400,6 +408,10 @@ static int check_uids(struct ingest *in, struct ingest_result *res)
             return set_fail(in, ST_NOT_SOP_CLASS, PACS_EINVAL, false,
                             "the data set has no valid %s", req[i].name);
     }
+    if (in->have_expect_study && (in->expect_study_bad || strcmp(in->expect_study, res->study_uid) != 0))
+        return set_fail(in, ST_NOT_SOP_CLASS, PACS_EINVAL, false,
+                        "the instance belongs to study %s, not to the study %.64s of the request",
+                        res->study_uid, in->expect_study_bad ? "(too long)" : in->expect_study);
     if (in->raw) {
         if (strcmp(in->cmd_class, res->sop_class_uid) != 0)
             return set_fail(in, ST_NOT_SOP_CLASS, PACS_EINVAL, false,
