@@ -16,6 +16,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -105,6 +106,8 @@ struct http_request {
     unsigned status;
     struct MHD_Response *resp;
     char *base_url;            /* http_req_base_url, made on first use */
+    char *err_body;            /* the last http_respond_error body (JSON) */
+    unsigned err_status;
     void *state;
     void (*state_free)(void *);
 };
@@ -502,7 +505,15 @@ int http_respond_error(struct http_request *r, unsigned status, const char *fmt,
     va_end(ap);
     /* A longer message is cut (vsnprintf terminated it). */
     const char *text = n < 0 ? MHD_get_reason_phrase_for(status) : msg;
-    return http_respond_json(r, status, http_error_object(r, status, text));
+    json_t *j = http_error_object(r, status, text);
+    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!body)
+        return PACS_ENOMEM;
+    free(r->err_body);
+    r->err_body = strdup(body); /* for fail_mid_body; NULL is fine there */
+    r->err_status = status;
+    return respond_buffer(r, status, "application/json", body, strlen(body), true);
 }
 
 int http_add_header(struct http_request *r, const char *name, const char *value)
@@ -639,6 +650,72 @@ static bool begin(struct http_request *r, const char *url, const char *method)
     return true;
 }
 
+/* Writes a complete error response on fd itself, for the two cases where
+ * MHD cannot queue one: while it is still reading headers (the watchdog)
+ * and in the middle of a request body (MHD 0.9.75 queues responses only
+ * after the headers or after the whole body). Best effort: a client that
+ * does not read gets the close only. */
+static void raw_error(const struct http_server *s, int fd, unsigned status, const char *body,
+                      const char *id)
+{
+    char msg[HTTP_ERROR_MSG_MAX * 4];
+    const char *reason = MHD_get_reason_phrase_for(status);
+    int n = snprintf(msg, sizeof msg,
+                     "HTTP/1.1 %u %s\r\nConnection: close\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "X-Request-Id: %s\r\nX-Content-Type-Options: nosniff\r\n"
+                     "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n"
+                     "Cache-Control: no-store\r\nServer: pacsd\r\n%s%s%s\r\n%s",
+                     status, reason, strlen(body), id,
+                     s->cors_origin ? "Access-Control-Allow-Origin: " : "",
+                     s->cors_origin ? s->cors_origin : "", s->cors_origin ? "\r\n" : "", body);
+    if (n > 0 && (size_t)n < sizeof msg &&
+        send(fd, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        log_debug("http: writing a %u on a closing connection: %s", status, strerror(errno));
+}
+
+/* Ends a request whose body is still arriving with the error response set
+ * by http_respond_error (a 500 if none): written on the socket directly
+ * (see raw_error), then a lingering close: the write side is shut and what
+ * the client still sends is read and dropped for a moment, so that its
+ * TCP stack does not reset the connection (losing our answer) because
+ * unread data arrived after close. */
+static enum MHD_Result fail_mid_body(struct http_request *r)
+{
+    static const char internal[] = "internal error";
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    unsigned status = r->err_body ? r->err_status : MHD_HTTP_INTERNAL_SERVER_ERROR;
+    char fallback[HTTP_ERROR_MSG_MAX];
+    const char *body = r->err_body;
+    if (!body) {
+        int n = snprintf(fallback, sizeof fallback,
+                         "{\"error\":\"%s\",\"status\":500,\"request_id\":\"%s\"}", internal,
+                         r->id);
+        body = n > 0 && (size_t)n < sizeof fallback ? fallback : "{}";
+    }
+    r->status = status;
+    if (!ci)
+        return MHD_NO;
+    int fd = ci->connect_fd;
+    raw_error(r->s, fd, status, body, r->id);
+    shutdown(fd, SHUT_WR);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char sink[16384];
+    size_t drained = 0;
+    while (drained < HTTP_LINGER_MAX_BYTES && seconds_since(&t0) * 1000 < HTTP_LINGER_MS) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 100) <= 0)
+            continue;
+        ssize_t got = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (got <= 0)
+            break;
+        drained += (size_t)got;
+    }
+    return MHD_NO;
+}
+
 /* True once a request body has had http.header_timeout seconds and still
  * averages below http.min_upload_rate (a client trickling bytes to hold a
  * connection). Checked as pieces arrive; a body that stops altogether is
@@ -689,19 +766,18 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         http_respond_error(r, MHD_HTTP_REQUEST_TIMEOUT,
                            "request body slower than %u bytes/s (http.min_upload_rate)",
                            (unsigned)r->s->cfg->http.min_upload_rate);
-        return queue(r);
+        return fail_mid_body(r);
     }
     if (r->route->max_body && r->body_len > r->route->max_body) {
         http_respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE,
                            "request body over the limit of %" PRIu64 " bytes",
                            r->route->max_body);
-        return queue(r);
+        return fail_mid_body(r);
     }
-    int rc = r->route->body(r, upload_data, n);
-    if (rc) {
-        if (!r->resp)
+    if (r->route->body(r, upload_data, n) != 0) {
+        if (!r->err_body)
             http_respond_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error");
-        return queue(r);
+        return fail_mid_body(r);
     }
     return MHD_YES;
 }
@@ -795,6 +871,7 @@ static void request_free(struct http_request *r)
     free(r->query);
     free(r->segbuf);
     free(r->base_url);
+    free(r->err_body);
     free(r);
 }
 
@@ -873,26 +950,16 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 }
 
 /* Answers 408 on a connection MHD is still reading headers from. */
-static void time_out(struct http_conn *c, unsigned secs)
+static void time_out(const struct http_server *s, struct http_conn *c, unsigned secs)
 {
-    char id[17], body[256], msg[768];
+    char id[17], body[256];
     http_random_hex16(id);
     int bl = snprintf(body, sizeof body,
                       "{\"error\":\"request headers not complete within %u s "
                       "(http.header_timeout)\",\"status\":408,\"request_id\":\"%s\"}",
                       secs, id);
-    int ml = bl > 0 && (size_t)bl < sizeof body
-                 ? snprintf(msg, sizeof msg,
-                            "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-                            "Content-Type: application/json\r\nContent-Length: %d\r\n"
-                            "X-Request-Id: %s\r\nX-Content-Type-Options: nosniff\r\n"
-                            "Cache-Control: no-store\r\nServer: pacsd\r\n\r\n%s",
-                            bl, id, body)
-                 : -1;
-    /* Best effort: a client that does not read gets the shutdown only. */
-    if (ml > 0 && (size_t)ml < sizeof msg &&
-        send(c->fd, msg, (size_t)ml, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-        log_debug("http: 408 on a slow connection: %s", strerror(errno));
+    if (bl > 0 && (size_t)bl < sizeof body)
+        raw_error(s, c->fd, MHD_HTTP_REQUEST_TIMEOUT, body, id);
     shutdown(c->fd, SHUT_RDWR);
     log_info("http: connection cut: request headers not complete within %u s", secs);
 }
@@ -907,7 +974,7 @@ static void *watchdog_main(void *arg)
             int waiting = CONN_WAITING;
             if (seconds_since(&c->since) > (double)limit &&
                 atomic_compare_exchange_strong(&c->phase, &waiting, CONN_TIMED_OUT))
-                time_out(c, limit);
+                time_out(s, c, limit);
         }
         struct timespec t;
         clock_gettime(CLOCK_MONOTONIC, &t);

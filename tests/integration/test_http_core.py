@@ -235,7 +235,8 @@ def recv_all(s, limit=10.0):
 def test_timeouts_and_cors():
     """http.header_timeout cuts a client trickling its headers with a 408;
     CORS headers and preflights when http.cors_origin is set."""
-    p = h.Pacsd(config={"http": {"header_timeout": 2, "cors_origin": "https://viewer.example"}})
+    p = h.Pacsd(config={"http": {"header_timeout": 2, "min_upload_rate": 1000,
+                                 "cors_origin": "https://viewer.example"}})
     try:
         port = p.http_port
         h.wait_port(port, proc=p.p)
@@ -274,6 +275,33 @@ def test_timeouts_and_cors():
         checks.eq(st, 200, "keep-alive request within the header timeout")
         c.close()
         checks.eq(request(port, "GET", "/health/live")[0], 200, "serving after the cuts")
+
+        # A body trickled below http.min_upload_rate: 408 once the grace
+        # (http.header_timeout) is over, answered in mid-body.
+        s = socket.create_connection(("127.0.0.1", port), 10)
+        s.sendall(b"POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                  b"Content-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\n"
+                  b"\r\n--b\r\n")
+        t = time.time()
+        got = b""
+        while time.time() - t < 8 and not got:
+            try:
+                s.sendall(b"x")
+            except OSError:
+                break
+            s.settimeout(0.5)
+            try:
+                got = s.recv(4096)
+            except socket.timeout:
+                pass
+        got += recv_all(s, 2)
+        s.close()
+        checks.ok(got.startswith(b"HTTP/1.1 408 "), "408 for a trickled body", got[:40])
+        body = json_of(got.split(b"\r\n\r\n", 1)[-1]) or {}
+        checks.ok("http.min_upload_rate" in body.get("error", ""), "body 408 says why", body)
+        checks.ok(2.0 < time.time() - t < 6.0, "trickled body cut after the grace",
+                  "%.1f s" % (time.time() - t))
+        checks.eq(request(port, "GET", "/health/live")[0], 200, "serving after the body cut")
 
         origin = {"Origin": "https://viewer.example"}
         st, hd, body = request(port, "GET", "/health/live", origin)
