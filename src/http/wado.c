@@ -22,6 +22,7 @@
 #include "http/multipart.h"
 #include "http/routes.h"
 #include "util/log.h"
+#include "util/limits.h"
 
 #define TAG_STUDY_UID DCM_TAG(0x0020, 0x000d)
 #define TAG_SERIES_UID DCM_TAG(0x0020, 0x000e)
@@ -31,9 +32,6 @@
 #define MT_OCTET "application/octet-stream"
 #define MT_DICOM_JSON "application/dicom+json"
 
-/* Largest /metadata answer held in memory (a study of 10,000 instances of
- * about 5 KB of metadata each is 50 MB). */
-#define WADO_MAX_METADATA (512u * 1024 * 1024)
 
 /* --- path parameters -------------------------------------------------------- */
 
@@ -452,7 +450,7 @@ static int handle_metadata(struct http_request *r)
     }
     if (!type)
         return http_respond_error(r, 406, "metadata is served as " MT_DICOM_JSON " only");
-    dynbuf_init(&out, WADO_MAX_METADATA);
+    dynbuf_init(&out, PACS_MAX_METADATA_ANSWER);
     int rc = metadata_collect(http_req_archive(r), study, series, instance, bulk_absolute, r,
                               &out, &count, &err);
     if (rc) {

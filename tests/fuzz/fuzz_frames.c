@@ -13,7 +13,7 @@
  * - a frame map starts at fragment 0, ends at n, and strictly increases;
  * - every native frame lies inside its value, and 1-bit extraction reads
  *   and writes only the bytes it was given;
- * - an accepted Accept header has 1..HTTP_ACCEPT_MAX ranges with q in
+ * - an accepted Accept header has 1..PACS_MAX_ACCEPT_RANGES ranges with q in
  *   1..1000 and ordered by q; every error has a message;
  * - a satisfiable range lies inside the value; a frame list has numbers
  *   from 1 to 999999999;
@@ -135,7 +135,7 @@ static void fuzz_text(const uint8_t *v, size_t n)
     memcpy(s, v, n);
     s[n] = '\0';
     if (http_accept_parse(s, &acc, &err) == 0) {
-        CHECK(acc.n <= HTTP_ACCEPT_MAX, "%zu ranges", acc.n);
+        CHECK(acc.n <= PACS_MAX_ACCEPT_RANGES, "%zu ranges", acc.n);
         for (size_t i = 0; i < acc.n; i++) {
             CHECK(acc.r[i].q >= 1 && acc.r[i].q <= 1000, "q %u", acc.r[i].q);
             CHECK(strchr(acc.r[i].type, '/'), "type without '/'");
