@@ -107,6 +107,7 @@ static int res_row_cb(void *ctx, const struct index_row *row)
     e.id = row->public_ids[L] ? row->public_ids[L] : "";
     e.parent_id = L > INDEX_PATIENT ? row->public_ids[L - 1] : NULL;
     e.values = row->values;
+    e.ids = row->public_ids;
     e.last_update = row->last_update;
     if (L == INDEX_INSTANCE) {
         e.size = row->size;

@@ -43,6 +43,8 @@ struct res_entity {
     enum index_level level;
     const char *id;
     const char *parent_id;           /* NULL for patients */
+    const char *const *ids;          /* ids[0..level]: the patient's, the
+                                        study's ... down to this one's */
     const char *const *values;       /* aligned with index_main_tags: this
                                         level's and the levels' above; NULL
                                         for absent or empty values */
