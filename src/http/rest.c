@@ -186,37 +186,6 @@ static int rest_lookup(struct http_request *r)
 
 /* --- /tools/find ---------------------------------------------------------------- */
 
-static const uint32_t find_uid_tag[4] = {
-    DCM_TAG(0x0010, 0x0020), DCM_TAG(0x0020, 0x000D), DCM_TAG(0x0020, 0x000E),
-    DCM_TAG(0x0008, 0x0018),
-};
-
-static int level_from_name(const char *s)
-{
-    static const char *const names[4] = {"patient", "study", "series", "instance"};
-    for (int k = 0; s && k < 4; k++) {
-        if (strcasecmp(s, names[k]) == 0)
-            return k;
-    }
-    return -1;
-}
-
-/* A Query key: a keyword ("PatientName") or "gggg,eeee". */
-static bool key_tag(const char *key, uint32_t *tag)
-{
-    unsigned g, e;
-    char tail;
-    if (strlen(key) == 9 && sscanf(key, "%4x,%4x%c", &g, &e, &tail) == 2) {
-        *tag = DCM_TAG(g, e);
-        return true;
-    }
-    const struct dcm_dict_entry *d = dcm_dict_find_keyword(key);
-    if (!d)
-        return false;
-    *tag = d->tag;
-    return true;
-}
-
 struct find_ctx {
     struct http_request *r;
     enum index_level level;
@@ -235,17 +204,10 @@ static int find_one_cb(void *ctx, const struct res_entity *e)
 static int find_cb(void *ctx, struct dcm_ds *answer)
 {
     struct find_ctx *f = ctx;
-    char uids[4][72];
-    const char *u[4] = {NULL, NULL, NULL, NULL};
     char id[RES_ID_LEN + 1];
-    int rc = 0;
-    for (int lv = 0; lv <= (int)f->level; lv++) {
-        if (dcm_ds_get_str(answer, find_uid_tag[lv], 0, uids[lv], sizeof uids[lv]) != 0)
-            uids[lv][0] = '\0';
-        u[lv] = uids[lv];
-    }
+    int rc = rest_find_answer_id(answer, f->level, id);
     dcm_ds_free(answer);
-    if ((rc = resources_public_id(f->level, u, id)) != 0)
+    if (rc)
         return rc;
     json_t *v = NULL;
     if (f->expand) {
@@ -267,80 +229,26 @@ static int find_cb(void *ctx, struct dcm_ds *answer)
 static int rest_find(struct http_request *r)
 {
     struct pacs_err err = {0};
-    json_error_t jerr;
-    struct query *q = NULL;
+    struct rest_find req;
     size_t len;
     const char *body = rest_body(r, &len);
-    json_t *req = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-    json_t *level, *query, *v;
-    const char *key;
-    int rc, lv;
-    if (!req || !json_is_object(req)) {
-        json_decref(req);
-        return http_respond_error(r, 400, "the body must be a JSON object");
-    }
-    level = json_object_get(req, "Level");
-    query = json_object_get(req, "Query");
-    lv = level_from_name(json_string_value(level));
-    if (lv < 0 || !json_is_object(query)) {
-        rc = http_respond_error(r, 400, "Level (Patient, Study, Series, Instance) and Query "
-                                        "(an object) are required");
-        goto out;
-    }
-    json_t *jlimit = json_object_get(req, "Limit"), *jsince = json_object_get(req, "Since");
-    json_t *jexpand = json_object_get(req, "Expand"), *jcase = json_object_get(req, "CaseSensitive");
-    if ((jlimit && (!json_is_integer(jlimit) || json_integer_value(jlimit) < 0)) ||
-        (jsince && (!json_is_integer(jsince) || json_integer_value(jsince) < 0)) ||
-        (jexpand && !json_is_boolean(jexpand)) || (jcase && !json_is_boolean(jcase))) {
-        rc = http_respond_error(r, 400, "Limit and Since must be numbers >= 0, Expand and "
-                                        "CaseSensitive booleans");
-        goto out;
-    }
-    if ((rc = query_new((enum index_level)lv, QUERY_PATIENT_ROOT, &q)) != 0) {
-        rc = http_respond_error(r, 500, "out of memory");
-        goto out;
-    }
-    /* The UIDs of the level and above, to name each answer by its id. */
-    for (int k = 0; k <= lv; k++) {
-        if ((rc = query_add_key(q, find_uid_tag[k], "", &err)) != 0) {
-            rc = rest_fail(r, rc, &err);
-            goto out;
-        }
-    }
-    json_object_foreach(query, key, v) {
-        uint32_t tag;
-        if (!json_is_string(v)) {
-            rc = http_respond_error(r, 400, "Query value of %s is not a string", key);
-            goto out;
-        }
-        if (!key_tag(key, &tag)) {
-            rc = http_respond_error(r, 400, "unknown tag in Query: %s", key);
-            goto out;
-        }
-        if ((rc = query_add_key(q, tag, json_string_value(v), &err)) != 0) {
-            rc = http_respond_error(r, 400, "Query %s: %s", key, err.msg);
-            goto out;
-        }
-    }
-    query_set_limit(q, jlimit ? (size_t)json_integer_value(jlimit) : 0,
-                    jsince ? (size_t)json_integer_value(jsince) : 0);
-    struct find_ctx f = {.r = r, .level = (enum index_level)lv,
-                         .expand = jexpand && json_is_true(jexpand), .out = json_array(),
+    int rc = rest_find_parse(body, len, &req, &err);
+    if (rc)
+        return rc == PACS_ENOMEM ? http_respond_error(r, 500, "out of memory")
+                                 : http_respond_error(r, 400, "%s", err.msg);
+    struct find_ctx f = {.r = r, .level = req.level, .expand = req.expand, .out = json_array(),
                          .err = &err};
     if (!f.out) {
-        rc = http_respond_error(r, 500, "out of memory");
-        goto out;
+        query_free(req.q);
+        return http_respond_error(r, 500, "out of memory");
     }
-    if ((rc = query_run(http_req_archive(r), q, find_cb, &f, &err)) != 0) {
+    rc = query_run(http_req_archive(r), req.q, find_cb, &f, &err);
+    query_free(req.q);
+    if (rc) {
         json_decref(f.out);
-        rc = rest_fail(r, rc, &err);
-        goto out;
+        return rest_fail(r, rc, &err);
     }
-    rc = http_respond_json(r, 200, f.out);
-out:
-    query_free(q);
-    json_decref(req);
-    return rc;
+    return http_respond_json(r, 200, f.out);
 }
 
 /* --- /app/explorer.html --------------------------------------------------------- */

@@ -6,6 +6,7 @@
  * rest_resources.c /patients, /studies, /series, /instances: lists,
  *                  details, DELETE, POST /instances, /file
  * rest_tags.c      a data set as Orthanc's /tags and /simplified-tags
+ * rest_find.c      the /tools/find request (fuzzed: tests/fuzz/fuzz_rest_find.c)
  */
 #ifndef PACS_HTTP_REST_H
 #define PACS_HTTP_REST_H
@@ -14,6 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "archive/query.h"
 #include "archive/resources.h"
 #include "dicom/dataset.h"
 #include "http/server.h"
@@ -62,6 +64,23 @@ json_t *rest_tags_json(const struct dcm_ds *ds, bool simplify);
 int rest_collect_body(struct http_request *r, const void *data, size_t len);
 /* The collected body, NUL-terminated ("" when there was none). */
 const char *rest_body(struct http_request *r, size_t *len);
+
+/* A POST /tools/find body, parsed (rest_find.c): {"Level", "Query",
+ * "Expand", "Limit", "Since", "CaseSensitive"} into the shared query
+ * model, with the UIDs of the level and above as return keys so each
+ * answer can be named by its public id. On success req->q is the caller's
+ * (query_free). Errors: PACS_EINVAL with a message for the client (not a
+ * JSON object, bad Level, no Query, unknown key, non-string value, bad
+ * Limit/Since, a value query_add_key refuses), PACS_ENOMEM. */
+struct rest_find {
+    enum index_level level;
+    bool expand;
+    struct query *q;
+};
+int rest_find_parse(const char *body, size_t len, struct rest_find *req, struct pacs_err *err);
+/* The public id of a query answer at level (its UIDs as returned). */
+int rest_find_answer_id(const struct dcm_ds *answer, enum index_level level,
+                        char id[RES_ID_LEN + 1]);
 
 /* Handlers of rest_resources.c. */
 int rest_list(struct http_request *r);
