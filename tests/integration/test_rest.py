@@ -17,7 +17,8 @@ small generated study), through POST /instances on both:
 - /changes pages with since/limit, Done and Last, and is the same after a
   restart;
 - errors: unknown ids 404, bad JSON 400, bad parameters 400, a bad upload
-  400 with nothing stored;
+  400 with nothing stored, an upload over dicom.max_message_size 413;
+  dicom.duplicates=keep answers AlreadyStored;
 - /app/explorer.html with its Content-Security-Policy;
 - POST /instances of every file of the pydicom corpus: 200 (and the same
   bytes back) or 400, and a 400 stores nothing;
@@ -410,6 +411,25 @@ def main():
     c.ok(st == 200 and log3["Changes"] and log3["Changes"][0]["Seq"] > log1["Last"],
          "after a restart, new changes continue the sequence")
     o.cleanup()
+
+    # --- upload limit and duplicate policy ---------------------------------------------------
+    q = Pacsd(config={"dicom": {"max_message_size": 20000, "duplicates": "keep"}})
+    Q = q.http_port
+    st, err = jrequest(Q, "POST", "/instances", blobs["CT_small.dcm"])
+    c.ok(st == 413 and isinstance(err, dict) and "error" in err,
+         "POST over dicom.max_message_size -> 413 JSON", (st, err))
+    ds = pydicom.dcmread(os.path.join(CORPUS, "CT_small.dcm"))
+    del ds.PixelData
+    b = io.BytesIO()
+    ds.save_as(b, write_like_original=True)
+    small = b.getvalue()
+    st1, r1 = jrequest(Q, "POST", "/instances", small)
+    st2, r2 = jrequest(Q, "POST", "/instances", small)
+    c.eq((st1, r1.get("Status"), st2, r2.get("Status"), r2.get("ID")),
+         (200, "Success", 200, "AlreadyStored", ids[0]), "dicom.duplicates=keep: AlreadyStored")
+    _, qs = jrequest(Q, "GET", "/statistics")
+    c.eq((qs["CountInstances"], blob_files(q)), (1, 1), "the limit and the kept copy: one file")
+    q.cleanup()
 
     # --- the pydicom corpus -----------------------------------------------------------------
     stored = refused = 0
