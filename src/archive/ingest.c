@@ -28,6 +28,7 @@
 #include "util/dynbuf.h"
 #include "util/limits.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 /* DIMSE statuses (PS3.4 B.2.3, PS3.7 C.5.8). */
 #define ST_SUCCESS 0x0000
@@ -55,6 +56,9 @@ struct ingest {
     char ts_uid[65];             /* raw only */
     char cmd_class[65], cmd_inst[65];
     char remote_aet[65];
+    char expect_study[65];
+    bool have_expect_study;
+    bool expect_study_bad;       /* given, but too long to be a UID */
     uint64_t max_size;
     uint64_t in_len;             /* caller's bytes so far */
     uint64_t size;               /* blob bytes so far */
@@ -206,6 +210,11 @@ int ingest_begin(struct archive *a, const struct ingest_source *src, struct inge
     in->raw = src->ts_uid != NULL;
     in->max_size = src->max_size ? src->max_size : PACS_MAX_VALUE_LEN;
     copy_trimmed(in->remote_aet, sizeof in->remote_aet, src->remote_aet);
+    if (src->expect_study_uid) {
+        in->have_expect_study = true;
+        in->expect_study_bad =
+            !copy_trimmed(in->expect_study, sizeof in->expect_study, src->expect_study_uid);
+    }
     in->sha = EVP_MD_CTX_new();
     if (!in->sha || EVP_DigestInit_ex(in->sha, EVP_sha256(), NULL) != 1) {
         rc = pacs_err_set(err, PACS_ENOMEM, "cannot start SHA-256");
@@ -399,6 +408,10 @@ static int check_uids(struct ingest *in, struct ingest_result *res)
             return set_fail(in, ST_NOT_SOP_CLASS, PACS_EINVAL, false,
                             "the data set has no valid %s", req[i].name);
     }
+    if (in->have_expect_study && (in->expect_study_bad || strcmp(in->expect_study, res->study_uid) != 0))
+        return set_fail(in, ST_NOT_SOP_CLASS, PACS_EINVAL, false,
+                        "the instance belongs to study %s, not to the study %.64s of the request",
+                        res->study_uid, in->expect_study_bad ? "(too long)" : in->expect_study);
     if (in->raw) {
         if (strcmp(in->cmd_class, res->sop_class_uid) != 0)
             return set_fail(in, ST_NOT_SOP_CLASS, PACS_EINVAL, false,
@@ -715,6 +728,7 @@ int ingest_finish(struct ingest *in, struct ingest_result *res, struct pacs_err 
     size_t offs[INDEX_MAX_MAIN_TAGS];
     struct pacs_err e = { 0 };
     int rc = 0;
+    double t0 = metrics_now();
     dynbuf_init(&vals, 0);
     dynbuf_init(&json, PACS_MAX_JSON_LEN);
     memset(res, 0, sizeof *res);
@@ -834,6 +848,15 @@ out:
     dynbuf_free(&vals);
     dynbuf_free(&json);
     ingest_abort(in);
+    /* Metrics: docs/metrics.md. */
+    bool stored = rc == 0 && res->status == ST_SUCCESS && res->duplicate < 2;
+    const char *how = rc ? "error" : stored ? "stored" : res->duplicate >= 2 ? "duplicate"
+                                                                            : "refused";
+    metric_inc(&metric_ingest_instances, &how);
+    if (stored) {
+        metric_add(&metric_ingest_bytes, NULL, res->size);
+        metric_observe(&metric_ingest_duration, NULL, metrics_now() - t0);
+    }
     return rc;
 }
 

@@ -36,6 +36,11 @@ struct ingest_source {
     const char *sop_class_uid;
     const char *sop_instance_uid;
     const char *remote_aet;     /* calling AE title, or "" */
+    /* Not NULL: the Study Instance UID the instance must have (STOW-RS to
+     * /studies/{study}). Another study is status 0xA900 with a message
+     * naming both UIDs, checked before anything is committed, so nothing
+     * is stored. */
+    const char *expect_study_uid;
     /* Largest accepted input, bytes (0: PACS_MAX_VALUE_LEN). */
     uint64_t max_size;
 };

@@ -404,38 +404,79 @@ bool retrieve_can_transcode(const char *from, const char *to)
     return native_ts(from) && native_ts(to);
 }
 
+/* Reads the item's whole stored file into file and parses it into f (whose
+ * values borrow from file). */
+static int read_stored(struct archive *a, const struct retrieve_item *item, struct dynbuf *file,
+                       struct dcm_file *f, struct pacs_err *err)
+{
+    struct retrieve_reader *r = NULL;
+    int rc = retrieve_open(a, item, 0, &r, err);
+    if (rc)
+        goto out;
+    rc = dynbuf_reserve(file, item->size);
+    for (size_t got = 1; rc == 0 && got;) {
+        rc = retrieve_read(r, file->data + file->len, file->cap - file->len - 1, &got, err);
+        file->len += got;
+        if (rc == 0 && file->len + 1 == file->cap)
+            rc = dynbuf_reserve(file, 64 * 1024);
+    }
+    if (rc)
+        goto out;
+    struct dcm_read_opts o = {.copy_values = false};
+    rc = dcm_read_part10(file->data, file->len, &o, f, err);
+out:
+    retrieve_close(r);
+    return rc;
+}
+
 int retrieve_transcode(struct archive *a, const struct retrieve_item *item, const char *ts_uid,
                        struct dynbuf *out, struct pacs_err *err)
 {
     struct dynbuf file;
     struct dcm_file f = {0};
-    struct retrieve_reader *r = NULL;
     int rc;
     dynbuf_init(&file, 0);
     if (!retrieve_can_transcode(item->transfer_syntax, ts_uid))
         return pacs_err_set(err, PACS_EUNSUPPORTED, "cannot convert %s to %s",
                             item->transfer_syntax, ts_uid);
-    rc = retrieve_open(a, item, 0, &r, err);
-    if (rc)
-        goto out;
-    rc = dynbuf_reserve(&file, item->size);
-    for (size_t got = 1; rc == 0 && got;) {
-        rc = retrieve_read(r, file.data + file.len, file.cap - file.len - 1, &got, err);
-        file.len += got;
-        if (rc == 0 && file.len + 1 == file.cap)
-            rc = dynbuf_reserve(&file, 64 * 1024);
-    }
-    if (rc)
-        goto out;
-    struct dcm_read_opts o = {.copy_values = false};
-    rc = dcm_read_part10(file.data, file.len, &o, &f, err);
+    rc = read_stored(a, item, &file, &f, err);
     if (rc == 0) {
         struct dcm_sink sink = dcm_sink_dynbuf(out);
         rc = dcm_write_dataset(f.ds, ts_uid, &sink, err);
     }
-out:
     dcm_file_free(&f);
-    retrieve_close(r);
     dynbuf_free(&file);
     return rc;
+}
+
+int retrieve_transcode_file(struct archive *a, const struct retrieve_item *item,
+                            const char *ts_uid, struct dynbuf *out, struct pacs_err *err)
+{
+    struct dynbuf file;
+    struct dcm_file f = {0};
+    int rc;
+    dynbuf_init(&file, 0);
+    if (!retrieve_can_transcode(item->transfer_syntax, ts_uid))
+        return pacs_err_set(err, PACS_EUNSUPPORTED, "cannot convert %s to %s",
+                            item->transfer_syntax, ts_uid);
+    rc = read_stored(a, item, &file, &f, err);
+    if (rc == 0) {
+        struct dcm_sink sink = dcm_sink_dynbuf(out);
+        struct dcm_write_opts o = {.ts_uid = ts_uid, .src_meta = f.meta};
+        rc = dcm_write_part10(f.ds, &o, &sink, err);
+    }
+    dcm_file_free(&f);
+    dynbuf_free(&file);
+    return rc;
+}
+
+int retrieve_read_at(struct retrieve_reader *r, uint64_t pos, void *p, size_t n, size_t *got,
+                     struct pacs_err *err)
+{
+    *got = 0;
+    if (n == 0 || pos >= r->size)
+        return 0;
+    if (n > r->size - pos)
+        n = (size_t)(r->size - pos);
+    return r->store->ops->get_read(r->br, pos, p, n, got, err);
 }

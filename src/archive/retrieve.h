@@ -56,6 +56,10 @@ int retrieve_open(struct archive *a, const struct retrieve_item *item, uint64_t 
 int retrieve_read(struct retrieve_reader *r, void *p, size_t n, size_t *got,
                   struct pacs_err *err);
 void retrieve_close(struct retrieve_reader *r);
+/* Reads up to n bytes at pos of the stored file (any position, as often as
+ * wanted; retrieve_read's position is not moved). *got is 0 at the end. */
+int retrieve_read_at(struct retrieve_reader *r, uint64_t pos, void *p, size_t n, size_t *got,
+                     struct pacs_err *err);
 
 /* True if a data set stored in transfer syntax `from` can be sent in `to`
  * by retrieve_transcode: both native (Implicit or Explicit VR Little
@@ -68,5 +72,11 @@ bool retrieve_can_transcode(const char *from, const char *to);
  * memory: this is the fallback, the stored syntax streams. */
 int retrieve_transcode(struct archive *a, const struct retrieve_item *item, const char *ts_uid,
                        struct dynbuf *out, struct pacs_err *err);
+
+/* As retrieve_transcode, but a whole Part 10 file (preamble, meta group
+ * with the new Transfer Syntax UID, the source's AE titles kept): what
+ * WADO-RS sends for a transfer syntax other than the stored one. */
+int retrieve_transcode_file(struct archive *a, const struct retrieve_item *item,
+                            const char *ts_uid, struct dynbuf *out, struct pacs_err *err);
 
 #endif
