@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "archive/query.h"
-#include "dicom/dict.h"
 #include "http/rest.h"
 #include "http/routes.h"
 
