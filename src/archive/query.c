@@ -1067,9 +1067,3 @@ out:
         metric_observe(&metric_query_duration, &levels[q->level], metrics_now() - t0);
     return rc;
 }
-
-int query_totals(struct archive *a, struct index_stats *out, struct pacs_err *err)
-{
-    struct index *ix = archive_index(a);
-    return ix->ops->stats(ix, out, err);
-}

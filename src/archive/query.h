@@ -63,9 +63,4 @@ void query_free(struct query *q);
 int query_run(struct archive *a, const struct query *q,
               int (*cb)(void *ctx, struct dcm_ds *answer), void *ctx, struct pacs_err *err);
 
-/* The archive's totals (patients, studies, series, instances, and bytes of
- * the stored files) as the index counts them. The cost grows with the
- * archive (counts over the index): callers that ask often cache. */
-int query_totals(struct archive *a, struct index_stats *out, struct pacs_err *err);
-
 #endif

@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "archive/query.h"
+#include "archive/resources.h"
 #include "http/health.h"
 #include "http/routes.h"
 #include "util/log.h"
@@ -42,7 +42,7 @@ static bool storage_totals(struct archive *ar, struct index_stats *out)
         struct pacs_err err = {0};
         struct index_stats st;
         storage_cache.at = now;
-        storage_cache.have = query_totals(ar, &st, &err) == 0;
+        storage_cache.have = resources_statistics(ar, &st, &err) == 0;
         if (storage_cache.have)
             storage_cache.st = st;
         else

@@ -25,9 +25,6 @@
 /* Longer string values are "TooLong" in /tags (null) and left out of
  * MainDicomTags, as Orthanc does (its 256-byte maximum tag length). */
 #define REST_MAX_TAG_LENGTH 256
-/* Most bytes of a refused upload read (and dropped) after the refusal so
- * the client gets the answer; beyond, the connection is closed. */
-#define REST_UPLOAD_DRAIN_MAX (64u * 1024 * 1024)
 /* Default and largest `limit` of /changes. */
 #define REST_CHANGES_DEFAULT 100
 /* An entity with no new instance for this long is "IsStable" (Orthanc's

@@ -375,10 +375,6 @@ int rest_instance_file(struct http_request *r)
 
 struct upload {
     struct ingest *in;
-    bool failed;
-    unsigned status;           /* when failed: the answer, given once the */
-    char msg[512];             /* body is read (see rest_upload_body) */
-    uint64_t drained;
     struct pacs_err err;
 };
 
@@ -419,16 +415,6 @@ int rest_upload_body(struct http_request *r, const void *data, size_t len)
             return -1;
         }
     }
-    if (u->failed) {
-        /* The rest of a refused body is read and dropped, so the client,
-         * which sends it all before reading, gets the answer rather than a
-         * reset connection; past REST_UPLOAD_DRAIN_MAX it is cut off. */
-        u->drained += len;
-        if (u->drained <= REST_UPLOAD_DRAIN_MAX)
-            return 0;
-        http_respond_error(r, u->status, "%s", u->msg);
-        return -1;
-    }
     if (!u->in)
         return 0;
     if (ingest_feed(u->in, data, len, &u->err) != 0) {
@@ -438,16 +424,15 @@ int rest_upload_body(struct http_request *r, const void *data, size_t len)
         memset(&res, 0, sizeof res);
         int rc = ingest_finish(u->in, &res, &e);
         u->in = NULL;
-        u->failed = true;
         if (rc == 0 && res.status == 0)
             res.status = 0xC000;
-        u->status = u->err.code == PACS_ELIMIT ? 413 : upload_status(res.status);
-        int n = snprintf(u->msg, sizeof u->msg, "%s%s",
-                         u->status == 413 ? "" : "not a DICOM file pacsd stores: ",
-                         u->err.code == PACS_ELIMIT || !res.message[0] ? u->err.msg
-                                                                        : res.message);
-        if (n < 0)
-            u->msg[0] = '\0';
+        /* Answered now, the rest of the body unread (server.h). */
+        if (u->err.code == PACS_ELIMIT)
+            http_respond_error(r, 413, "%s", u->err.msg);
+        else
+            http_respond_error(r, upload_status(res.status), "not a DICOM file pacsd stores: %s",
+                               res.message[0] ? res.message : u->err.msg);
+        return -1;
     }
     return 0;
 }
@@ -487,8 +472,6 @@ int rest_upload(struct http_request *r)
     struct ingest_result res;
     struct pacs_err err = {0};
     char inst[RES_ID_LEN + 1] = "";
-    if (u && u->failed)
-        return http_respond_error(r, u->status, "%s", u->msg);
     if (!u || !u->in)
         return http_respond_error(r, 400, "the body must be one DICOM Part 10 file");
     memset(&res, 0, sizeof res);

@@ -25,6 +25,8 @@ http.client and raw sockets:
   request_id), warn for a 5xx;
 - SIGTERM with a keep-alive connection and a half-sent request open: exit 0
   within a few seconds, no sanitizer report.
+gzip: a large JSON answer compressed when Accept-Encoding takes gzip (and
+only then), a DICOM file never.
 A second pacsd with http.header_timeout 2 and http.cors_origin set: a
 client trickling its headers gets a 408 after ~2 s; CORS headers on every
 response, and OPTIONS preflights answered 204 with the path's methods.
@@ -322,6 +324,38 @@ def test_timeouts_and_cors():
         p.cleanup()
 
 
+def test_compression(port):
+    """gzip for large JSON answers when asked, never otherwise."""
+    import gzip
+    path = os.path.join(os.environ.get("PYDICOM_TEST_FILES",
+                                       "/usr/lib/python3/dist-packages/pydicom/data/test_files"),
+                        "CT_small.dcm")
+    with open(path, "rb") as f:
+        data = f.read()
+    st, hd, body = request(port, "POST", "/instances", {"Content-Type": "application/dicom"}, data)
+    checks.eq(st, 200, "upload for the compression checks")
+    iid = (json_of(body) or {}).get("ID", "")
+    url = "/instances/%s/tags" % iid
+    st, hd, plain = request(port, "GET", url)
+    checks.eq(st, 200, "tags without Accept-Encoding")
+    checks.ok("content-encoding" not in hd, "not compressed unless asked")
+    checks.ok(len(plain) > 1024, "tags answer is large enough to compress", len(plain))
+    for ae in ("gzip", "deflate, gzip;q=0.5", "*"):
+        st, hd, z = request(port, "GET", url, {"Accept-Encoding": ae})
+        checks.eq(hd.get("content-encoding"), "gzip", "gzip for Accept-Encoding: " + ae)
+        checks.ok("Accept-Encoding" in hd.get("vary", ""), "Vary: Accept-Encoding", hd.get("vary"))
+        try:
+            checks.eq(gzip.decompress(z), plain, "gzip body decompresses to the plain one")
+        except OSError as e:
+            checks.ok(False, "gzip body decompresses", str(e))
+        checks.ok(len(z) < len(plain) / 2, "gzip shrinks JSON", "%d -> %d" % (len(plain), len(z)))
+    for ae in ("gzip;q=0", "identity", "br"):
+        st, hd, b = request(port, "GET", url, {"Accept-Encoding": ae})
+        checks.ok("content-encoding" not in hd and b == plain, "no gzip for " + ae)
+    st, hd, b = request(port, "GET", "/instances/%s/file" % iid, {"Accept-Encoding": "gzip"})
+    checks.ok("content-encoding" not in hd and b == data, "DICOM files go as stored")
+
+
 def test_readiness_failure(p):
     port = p.http_port
     files = os.path.join(p.data_dir, "files")
@@ -441,6 +475,7 @@ def main():
         test_keepalive(port)
         test_concurrent(port)
         test_slow_client(port)
+        test_compression(port)
         test_readiness_failure(p)
         rid = "log-check-1"
         request(port, "GET", "/health/live", {"X-Request-Id": rid})
