@@ -147,9 +147,15 @@ def ready(port):
 
 
 def wait_for(cond, timeout):
+    """cond() until it is true; a connection refused or reset meanwhile
+    (the server at its connection limit, closing the threads of
+    connections just closed) counts as not yet."""
     end = time.time() + timeout
     while time.time() < end:
-        v = cond()
+        try:
+            v = cond()
+        except ConnectionError:
+            v = None
         if v:
             return v
         time.sleep(0.1)
