@@ -99,6 +99,7 @@ static bool orthanc_shows(uint32_t tag)
         DCM_TAG(0x0008, 0x0032), /* AcquisitionTime */
         DCM_TAG(0x0028, 0x0010), /* Rows */
         DCM_TAG(0x0028, 0x0011), /* Columns */
+        DCM_TAG(0x0028, 0x0100), /* BitsAllocated */
         DCM_TAG(0x0008, 0x0201), /* TimezoneOffsetFromUTC */
     };
     for (size_t k = 0; k < sizeof hidden / sizeof hidden[0]; k++) {

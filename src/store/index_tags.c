@@ -75,6 +75,7 @@ const struct index_tag index_main_tags[] = {
     T(INSTANCE, 0x0054, 0x1330, US, "image_index"),
     T(INSTANCE, 0x0028, 0x0010, US, "rows"),
     T(INSTANCE, 0x0028, 0x0011, US, "columns"),
+    T(INSTANCE, 0x0028, 0x0100, US, "bits_allocated"),
 };
 
 const size_t index_n_main_tags = sizeof index_main_tags / sizeof index_main_tags[0];
