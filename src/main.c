@@ -16,6 +16,7 @@
 #include "dicom/json.h"
 #include "dicom/reader.h"
 #include "dicom/writer.h"
+#include "http/health.h"
 #include "http/server.h"
 #include "net/server.h"
 #include "util/config.h"
@@ -23,6 +24,7 @@
 #include "util/err.h"
 #include "util/fdio.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 static void usage(FILE *to)
 {
@@ -92,6 +94,14 @@ static int cmd_config(int argc, char **argv)
     return rc ? 1 : 0;
 }
 
+/* The DICOM listener's stop hook: readiness turns 503 at SIGTERM, while
+ * associations drain, so load balancers stop sending work at once. */
+static void on_stopping(void *ctx)
+{
+    (void)ctx;
+    http_health_shutdown_begun();
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     struct pacs_config *cfg = load_config(argc, argv);
@@ -105,6 +115,7 @@ static int cmd_serve(int argc, char **argv)
     log_set_level(cfg->log.level);
     signal(SIGPIPE, SIG_IGN);
     log_info("pacsd %s starting, data in %s", PACSD_VERSION, cfg->data_dir);
+    metrics_init(PACSD_VERSION);
     rc = archive_open(cfg, &ar, &st, &err);
     if (rc) {
         log_error("cannot open the archive: %s", err.msg);
@@ -119,6 +130,7 @@ static int cmd_serve(int argc, char **argv)
         goto out;
     }
     http_set_started(http);
+    server_set_stop_hook(on_stopping, NULL);
     rc = server_run(cfg, ar, &err);
     if (rc)
         log_error("%s", err.msg);

@@ -232,7 +232,7 @@ int frames_locate(struct frames_instance *fi, struct pacs_err *err)
     if ((rc = dcm_encaps_scan(read_at_cb, fi, fi->px_off, fi->size, &fi->enc, err)))
         goto out;
     if (fi->enc.bot.len > 0) {
-        if (fi->enc.bot.len > 4u * DCM_MAX_FRAMES) {
+        if (fi->enc.bot.len > 4u * PACS_MAX_FRAMES) {
             rc = pacs_err_set(err, PACS_ELIMIT, "Basic Offset Table of %u bytes",
                               fi->enc.bot.len);
             goto out;

@@ -28,6 +28,7 @@
 #include "util/dynbuf.h"
 #include "util/limits.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 /* DIMSE statuses (PS3.4 B.2.3, PS3.7 C.5.8). */
 #define ST_SUCCESS 0x0000
@@ -727,6 +728,7 @@ int ingest_finish(struct ingest *in, struct ingest_result *res, struct pacs_err 
     size_t offs[INDEX_MAX_MAIN_TAGS];
     struct pacs_err e = { 0 };
     int rc = 0;
+    double t0 = metrics_now();
     dynbuf_init(&vals, 0);
     dynbuf_init(&json, PACS_MAX_JSON_LEN);
     memset(res, 0, sizeof *res);
@@ -846,6 +848,15 @@ out:
     dynbuf_free(&vals);
     dynbuf_free(&json);
     ingest_abort(in);
+    /* Metrics: docs/metrics.md. */
+    bool stored = rc == 0 && res->status == ST_SUCCESS && res->duplicate < 2;
+    const char *how = rc ? "error" : stored ? "stored" : res->duplicate >= 2 ? "duplicate"
+                                                                            : "refused";
+    metric_inc(&metric_ingest_instances, &how);
+    if (stored) {
+        metric_add(&metric_ingest_bytes, NULL, res->size);
+        metric_observe(&metric_ingest_duration, NULL, metrics_now() - t0);
+    }
     return rc;
 }
 

@@ -21,6 +21,7 @@
 #include "dicom/vr.h"
 #include "util/dynbuf.h"
 #include "util/limits.h"
+#include "util/metrics.h"
 
 #define TAG_QR_LEVEL DCM_TAG(0x0008, 0x0052)
 #define TAG_PATIENT_ID DCM_TAG(0x0010, 0x0020)
@@ -1002,6 +1003,7 @@ int query_run(struct archive *a, const struct query *q,
     struct run r = { .a = a, .q = q, .cb = cb, .ctx = ctx };
     struct index_query iq = { .level = q->level };
     int rc = 0;
+    double t0 = metrics_now();
     dynbuf_init(&r.text, PACS_MAX_STRING_LEN);
     if (q->n) {
         conds = calloc(q->n, sizeof *conds);
@@ -1060,5 +1062,8 @@ out:
     free(conds);
     free(r.local);
     dynbuf_free(&r.text);
+    static const char *const levels[] = {"patient", "study", "series", "instance"};
+    if ((unsigned)q->level < 4)
+        metric_observe(&metric_query_duration, &levels[q->level], metrics_now() - t0);
     return rc;
 }

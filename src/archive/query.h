@@ -58,7 +58,8 @@ void query_free(struct query *q);
 
 /* Runs the query. For each match builds a root data set (the caller's to
  * free with dcm_ds_free, in the callback or later) and calls cb; a non-zero
- * return from cb stops the query (C-CANCEL) and is returned. */
+ * return from cb stops the query (C-CANCEL) and is returned. Its duration,
+ * callbacks included, goes to pacsd_query_duration_seconds{level}. */
 int query_run(struct archive *a, const struct query *q,
               int (*cb)(void *ctx, struct dcm_ds *answer), void *ctx, struct pacs_err *err);
 

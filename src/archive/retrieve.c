@@ -429,28 +429,10 @@ out:
     return rc;
 }
 
-int retrieve_transcode(struct archive *a, const struct retrieve_item *item, const char *ts_uid,
-                       struct dynbuf *out, struct pacs_err *err)
-{
-    struct dynbuf file;
-    struct dcm_file f = {0};
-    int rc;
-    dynbuf_init(&file, 0);
-    if (!retrieve_can_transcode(item->transfer_syntax, ts_uid))
-        return pacs_err_set(err, PACS_EUNSUPPORTED, "cannot convert %s to %s",
-                            item->transfer_syntax, ts_uid);
-    rc = read_stored(a, item, &file, &f, err);
-    if (rc == 0) {
-        struct dcm_sink sink = dcm_sink_dynbuf(out);
-        rc = dcm_write_dataset(f.ds, ts_uid, &sink, err);
-    }
-    dcm_file_free(&f);
-    dynbuf_free(&file);
-    return rc;
-}
-
-int retrieve_transcode_file(struct archive *a, const struct retrieve_item *item,
-                            const char *ts_uid, struct dynbuf *out, struct pacs_err *err)
+/* The stored item re-encoded in ts_uid: its data set only, or (part10) a
+ * whole file with the meta group rewritten. */
+static int transcode(struct archive *a, const struct retrieve_item *item, const char *ts_uid,
+                     bool part10, struct dynbuf *out, struct pacs_err *err)
 {
     struct dynbuf file;
     struct dcm_file f = {0};
@@ -463,11 +445,24 @@ int retrieve_transcode_file(struct archive *a, const struct retrieve_item *item,
     if (rc == 0) {
         struct dcm_sink sink = dcm_sink_dynbuf(out);
         struct dcm_write_opts o = {.ts_uid = ts_uid, .src_meta = f.meta};
-        rc = dcm_write_part10(f.ds, &o, &sink, err);
+        rc = part10 ? dcm_write_part10(f.ds, &o, &sink, err)
+                    : dcm_write_dataset(f.ds, ts_uid, &sink, err);
     }
     dcm_file_free(&f);
     dynbuf_free(&file);
     return rc;
+}
+
+int retrieve_transcode(struct archive *a, const struct retrieve_item *item, const char *ts_uid,
+                       struct dynbuf *out, struct pacs_err *err)
+{
+    return transcode(a, item, ts_uid, false, out, err);
+}
+
+int retrieve_transcode_file(struct archive *a, const struct retrieve_item *item,
+                            const char *ts_uid, struct dynbuf *out, struct pacs_err *err)
+{
+    return transcode(a, item, ts_uid, true, out, err);
 }
 
 int retrieve_read_at(struct retrieve_reader *r, uint64_t pos, void *p, size_t n, size_t *got,

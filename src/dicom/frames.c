@@ -51,9 +51,9 @@ int dcm_pixel_geom_from_ds(const struct dcm_ds *ds, struct dcm_pixel_geom *g,
     if (bits != 1 && (bits == 0 || bits % 8 != 0 || bits > 64))
         return pacs_err_set(err, PACS_EINVAL, "BitsAllocated %llu is not 1 or a multiple of 8",
                             (unsigned long long)bits);
-    if (frames > DCM_MAX_FRAMES)
+    if (frames > PACS_MAX_FRAMES)
         return pacs_err_set(err, PACS_ELIMIT, "NumberOfFrames %llu exceeds the limit %u",
-                            (unsigned long long)frames, DCM_MAX_FRAMES);
+                            (unsigned long long)frames, PACS_MAX_FRAMES);
     g->rows = (uint32_t)rows;
     g->columns = (uint32_t)cols;
     g->samples = (uint32_t)spp;
@@ -231,9 +231,9 @@ int dcm_offset_table(const uint8_t *p, size_t len, unsigned entry_size, uint64_t
         return pacs_err_set(err, PACS_EINVAL, "offset table of %zu bytes is not a multiple of %u",
                             len, entry_size);
     size_t cnt = len / entry_size;
-    if (cnt > DCM_MAX_FRAMES)
+    if (cnt > PACS_MAX_FRAMES)
         return pacs_err_set(err, PACS_ELIMIT, "offset table of %zu entries exceeds the limit %u",
-                            cnt, DCM_MAX_FRAMES);
+                            cnt, PACS_MAX_FRAMES);
     if (cnt == 0)
         return 0;
     uint64_t *v = malloc(cnt * sizeof *v);
@@ -280,7 +280,7 @@ int dcm_encaps_frames(const struct dcm_encaps *e, const uint64_t *offsets, size_
     int rc = 0;
     out->first = NULL;
     out->frames = 0;
-    if (frames == 0 || frames > DCM_MAX_FRAMES)
+    if (frames == 0 || frames > PACS_MAX_FRAMES)
         return pacs_err_set(err, frames ? PACS_ELIMIT : PACS_EINVAL, "%llu frames",
                             (unsigned long long)frames);
     if (e->n < frames)

@@ -26,7 +26,7 @@
  * Anything else is PACS_EINVAL with the reason: pacsd does not guess.
  *
  * Limits: fragments are counted against PACS_MAX_ITEMS and frames against
- * DCM_MAX_FRAMES before anything is allocated.
+ * PACS_MAX_FRAMES before anything is allocated.
  */
 #ifndef PACS_DCM_FRAMES_H
 #define PACS_DCM_FRAMES_H
@@ -37,10 +37,8 @@
 
 #include "dicom/dataset.h"
 #include "util/err.h"
+#include "util/limits.h"
 
-/* Most frames an instance may declare (NumberOfFrames): a million frames
- * is far beyond any acquisition (a long cine has a few thousand). */
-#define DCM_MAX_FRAMES (1u << 20)
 
 #define DCM_TAG_EXTENDED_OFFSET_TABLE DCM_TAG(0x7fe0, 0x0001)
 
@@ -55,7 +53,7 @@ struct dcm_pixel_geom {
 /* Reads Rows, Columns, SamplesPerPixel (1 when absent), BitsAllocated and
  * NumberOfFrames (1 when absent or 0) from ds. PACS_EINVAL when one is
  * missing, not a number, zero, BitsAllocated not 1 or a multiple of 8, or
- * the frame size overflows; PACS_ELIMIT past DCM_MAX_FRAMES. */
+ * the frame size overflows; PACS_ELIMIT past PACS_MAX_FRAMES. */
 int dcm_pixel_geom_from_ds(const struct dcm_ds *ds, struct dcm_pixel_geom *g,
                            struct pacs_err *err);
 
@@ -112,7 +110,7 @@ struct dcm_frame_map {
 /* Maps fragments to `frames` frames by the rules above. offsets (n_offsets
  * of them) are the Basic or Extended Offset Table's entries, NULL/0 when
  * both are empty. PACS_EINVAL with the reason when the frames cannot be
- * found; PACS_ELIMIT past DCM_MAX_FRAMES; PACS_ENOMEM. On success
+ * found; PACS_ELIMIT past PACS_MAX_FRAMES; PACS_ENOMEM. On success
  * out->first is the caller's (dcm_frame_map_free). */
 int dcm_encaps_frames(const struct dcm_encaps *e, const uint64_t *offsets, size_t n_offsets,
                       uint64_t frames, struct dcm_frame_map *out, struct pacs_err *err);
@@ -121,7 +119,7 @@ void dcm_frame_map_free(struct dcm_frame_map *m);
 /* Decodes a Basic Offset Table (little-endian 32-bit offsets; len a
  * multiple of 4) or an Extended Offset Table (64-bit; a multiple of 8)
  * into a new array the caller frees. PACS_EINVAL for a bad length,
- * PACS_ELIMIT past DCM_MAX_FRAMES entries, PACS_ENOMEM. */
+ * PACS_ELIMIT past PACS_MAX_FRAMES entries, PACS_ENOMEM. */
 int dcm_offset_table(const uint8_t *p, size_t len, unsigned entry_size, uint64_t **out,
                      size_t *n, struct pacs_err *err);
 

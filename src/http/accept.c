@@ -192,9 +192,9 @@ int http_accept_parse(const char *header, struct http_accept *out, struct pacs_e
         }
         if (*p == '\0')
             break;
-        if (n == HTTP_ACCEPT_MAX) {
+        if (n == PACS_MAX_ACCEPT_RANGES) {
             rc = pacs_err_set(err, PACS_ELIMIT, "Accept: more than %d media ranges",
-                              HTTP_ACCEPT_MAX);
+                              PACS_MAX_ACCEPT_RANGES);
             goto fail;
         }
         if ((rc = parse_range(&p, &out->r[n], err)))
@@ -284,7 +284,7 @@ int http_frame_list_parse(const char *s, uint64_t **out, size_t *n)
     *n = 0;
     for (const char *p = s; *p; p++)
         cnt += *p == ',';
-    if (cnt > DCM_MAX_FRAMES)
+    if (cnt > PACS_MAX_FRAMES)
         return PACS_ELIMIT;
     uint64_t *v = calloc(cnt, sizeof *v);
     if (!v)

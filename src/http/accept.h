@@ -14,7 +14,7 @@
  * the rest are ordered by q, highest first, in the order sent among equal
  * q. Errors (PACS_EINVAL, the message says what): a range without '/', a
  * bad q value, an unterminated quoted string, a transfer-syntax that is
- * neither "*" nor a UID; PACS_ELIMIT for more than HTTP_ACCEPT_MAX ranges or
+ * neither "*" nor a UID; PACS_ELIMIT for more than PACS_MAX_ACCEPT_RANGES ranges or
  * a value longer than its field.
  */
 #ifndef PACS_HTTP_ACCEPT_H
@@ -25,9 +25,8 @@
 #include <stdint.h>
 
 #include "util/err.h"
+#include "util/limits.h"
 
-/* Most media ranges in one Accept header (browsers send under 10). */
-#define HTTP_ACCEPT_MAX 32
 /* Longest media type kept (RFC 6838: 127 each side). */
 #define HTTP_MEDIA_TYPE_MAX 255
 
@@ -39,7 +38,7 @@ struct http_media_range {
 };
 
 struct http_accept {
-    struct http_media_range r[HTTP_ACCEPT_MAX];
+    struct http_media_range r[PACS_MAX_ACCEPT_RANGES];
     size_t n;
 };
 
@@ -63,7 +62,7 @@ int http_range_parse(const char *h, uint64_t len, uint64_t *first, uint64_t *las
 /* A WADO-RS frame list "1,3,5": frame numbers from 1, each 1 to 9 digits,
  * comma-separated, no spaces, repeats allowed. On success *out (n entries,
  * in the order given) is the caller's to free. PACS_EINVAL when malformed,
- * PACS_ELIMIT for more than DCM_MAX_FRAMES numbers, PACS_ENOMEM. */
+ * PACS_ELIMIT for more than PACS_MAX_FRAMES numbers, PACS_ENOMEM. */
 int http_frame_list_parse(const char *s, uint64_t **out, size_t *n);
 
 #endif

@@ -1,82 +1,36 @@
 /* dicomweb.c - media type choice and RetrieveURL values. See dicomweb.h. */
 #include "http/dicomweb.h"
 
+#include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+
+#include "http/accept.h"
 
 /* Longest part of an Accept value quoted in an error message. */
 #define SHOW_MAX 100
 
-static bool is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
-/* [s, e) without surrounding spaces. */
-static void trim(const char **s, const char **e)
-{
-    while (*s < *e && is_ows(**s))
-        (*s)++;
-    while (*e > *s && is_ows((*e)[-1]))
-        (*e)--;
-}
-
-static bool span_is(const char *s, const char *e, const char *word)
-{
-    size_t n = strlen(word);
-    return (size_t)(e - s) == n && strncasecmp(s, word, n) == 0;
-}
-
-/* True when the parameters [s, e) (";a=b;q=0.0") hold a q of zero: the
- * range is then excluded (RFC 9110 12.4.2). Anything else counts as
- * acceptable; a malformed q is not worth refusing a request over. */
-static bool q_is_zero(const char *s, const char *e)
-{
-    while (s < e) {
-        const char *semi = memchr(s, ';', (size_t)(e - s));
-        const char *pe = semi ? semi : e;
-        const char *ps = s, *eq = memchr(ps, '=', (size_t)(pe - ps));
-        if (eq) {
-            const char *ns = ps, *ne = eq, *vs = eq + 1, *ve = pe;
-            trim(&ns, &ne);
-            trim(&vs, &ve);
-            if (span_is(ns, ne, "q") && vs < ve) {
-                bool zero = true;
-                for (const char *c = vs; c < ve; c++)
-                    zero = zero && (*c == '0' || *c == '.');
-                return zero;
-            }
-        }
-        s = semi ? semi + 1 : e;
-    }
-    return false;
-}
-
 int dw_choose_json_type(const char *accept, const char **type, struct pacs_err *err)
 {
-    bool dicom_json = false, json = false, blank = true;
     *type = DW_MEDIA_DICOM_JSON;
-    if (!accept)
+    /* No Accept, or an empty list (" , "): anything goes (RFC 9110). */
+    if (!accept || !accept[strspn(accept, " \t,")])
         return 0;
-    for (const char *s = accept; *s;) {
-        const char *comma = strchr(s, ',');
-        const char *e = comma ? comma : s + strlen(s);
-        const char *semi = memchr(s, ';', (size_t)(e - s));
-        const char *ms = s, *me = semi ? semi : e;
-        trim(&ms, &me);
-        if (ms < me) {
-            blank = false;
-            if (!(semi && q_is_zero(semi + 1, e))) {
-                if (span_is(ms, me, DW_MEDIA_DICOM_JSON) || span_is(ms, me, "application/*") ||
-                    span_is(ms, me, "*/*"))
-                    dicom_json = true;
-                else if (span_is(ms, me, DW_MEDIA_JSON))
-                    json = true;
-            }
+    struct http_accept *acc = malloc(sizeof *acc);
+    if (!acc)
+        return pacs_err_set(err, PACS_ENOMEM, "out of memory");
+    bool dicom_json = false, json = false;
+    /* A malformed Accept is refused like one that names nothing we have:
+     * either way no acceptable type can be found in it. */
+    if (http_accept_parse(accept, acc, NULL) == 0) {
+        for (size_t i = 0; i < acc->n; i++) {
+            if (http_media_covers(acc->r[i].type, DW_MEDIA_DICOM_JSON))
+                dicom_json = true;
+            else if (http_media_covers(acc->r[i].type, DW_MEDIA_JSON))
+                json = true;
         }
-        s = comma ? comma + 1 : e;
     }
-    if (blank || dicom_json)
+    free(acc);
+    if (dicom_json)
         return 0;
     if (json) {
         *type = DW_MEDIA_JSON;

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "util/log.h"
+#include "util/metrics.h"
 
 /* Longest failure reason kept per check. */
 #define HEALTH_MSG_MAX 256
@@ -60,8 +61,35 @@ void http_health_free(struct http_health *h)
     free(h);
 }
 
+/* Set once by http_health_shutdown_begun, never cleared. */
+static atomic_bool shutdown_begun;
+
 void http_health_set_started(struct http_health *h) { atomic_store(&h->started, true); }
 void http_health_set_stopping(struct http_health *h) { atomic_store(&h->stopping, true); }
+
+void http_health_shutdown_begun(void)
+{
+    if (!atomic_exchange(&shutdown_begun, true))
+        log_info("shutting down: /health/ready answers 503");
+}
+
+/* The limits check: "" when under them, else the reason in msg. */
+static void limits_check(struct http_request *r, char *msg, size_t n)
+{
+    const struct pacs_config *cfg = http_req_config(r);
+    int64_t assoc = metric_value(&metric_dicom_associations_active, NULL);
+    unsigned conns = http_req_connections(r);
+    int k = 0;
+    msg[0] = '\0';
+    if (assoc >= (int64_t)cfg->dicom.max_associations)
+        k = snprintf(msg, n, "DICOM associations at the limit: %lld in use of "
+                     "dicom.max_associations %u", (long long)assoc, cfg->dicom.max_associations);
+    else if (conns >= HTTP_MAX_CONNECTIONS)
+        k = snprintf(msg, n, "HTTP connections at the limit: %u open of %u", conns,
+                     (unsigned)HTTP_MAX_CONNECTIONS);
+    if (k < 0 && n > sizeof "at a limit")
+        memcpy(msg, "at a limit", sizeof "at a limit");
+}
 
 static void check_set(struct health_check *c, int rc, const struct pacs_err *err)
 {
@@ -119,22 +147,30 @@ int http_health_ready(struct http_request *r)
 {
     struct http_health *h = http_req_health(r);
     struct health_check index, storage;
-    if (atomic_load(&h->stopping))
+    if (atomic_load(&h->stopping) || atomic_load(&shutdown_begun))
         return http_respond_error(r, 503, "shutting down");
     if (!atomic_load(&h->started))
         return http_respond_error(r, 503, "starting");
     ready_checks(h, &index, &storage);
+    char limits[HEALTH_MSG_MAX];
+    limits_check(r, limits, sizeof limits);
     json_t *checks = json_pack("{s:s, s:s}", "index", index.msg, "storage", storage.msg);
     if (!checks) /* a reason that is not UTF-8 (a file name) */
         checks = json_pack("{s:s, s:s}", "index", index.ok ? "ok" : "error",
                            "storage", storage.ok ? "ok" : "error");
-    if (index.ok && storage.ok)
+    if (index.ok && storage.ok && !limits[0])
         return http_respond_json(r, 200, json_pack("{s:s, s:o}", "status", "ready",
                                                    "checks", checks));
-    char msg[2 * HEALTH_MSG_MAX + 32]; /* both reasons fit */
-    if (snprintf(msg, sizeof msg, "not ready:%s%s%s%s", index.ok ? "" : " index ",
+    if (limits[0] && checks) {
+        char item[HEALTH_MSG_MAX + 8];
+        if (snprintf(item, sizeof item, "error: %s", limits) < 0)
+            memcpy(item, "error", sizeof "error");
+        json_object_set_new(checks, "limits", json_string(item));
+    }
+    char msg[3 * HEALTH_MSG_MAX + 48]; /* every reason fits */
+    if (snprintf(msg, sizeof msg, "not ready:%s%s%s%s%s%s", index.ok ? "" : " index ",
                  index.ok ? "" : index.msg, storage.ok ? "" : " storage ",
-                 storage.ok ? "" : storage.msg) < 0)
+                 storage.ok ? "" : storage.msg, limits[0] ? " limits: " : "", limits) < 0)
         memcpy(msg, "not ready", sizeof "not ready");
     json_t *j = http_error_object(r, 503, msg);
     if (j && checks && json_object_set_new(j, "checks", checks) == 0)

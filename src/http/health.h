@@ -11,16 +11,23 @@
  *                          "healthprobe" + 16 random hex digits; with the
  *                          file store it lands in files/he/, which the
  *                          archive's hex keys never use).
- *                        Otherwise, or while the server is stopping, 503
- *                        with the error body plus "checks", each "ok" or
- *                        "error: <reason>".
+ *                        - under its limits: DICOM associations in use
+ *                          (pacsd_dicom_associations_active) below
+ *                          dicom.max_associations, and open HTTP
+ *                          connections (this probe's included) below
+ *                          HTTP_MAX_CONNECTIONS.
+ *                        Otherwise 503 with the error body plus "checks",
+ *                        each "ok" or "error: <reason>" ("limits" is in
+ *                        "checks" only when a limit is reached). 503
+ *                        "shutting down" from http_health_shutdown_begun
+ *                        (SIGTERM, before the DICOM drain) or while the
+ *                        server is stopping; 503 "starting" before
+ *                        http_health_set_started.
  *
- * Probes run one at a time and their result is reused for
- * HEALTH_READY_CACHE_MS, so a burst of probes (several kubelets, a load
- * balancer) costs one index query and one fsync per interval.
- *
- * Not checked (yet): DICOM associations below dicom.max_associations; the
- * DICOM listener (net/server.h) exposes no count.
+ * Probes of the index and storage run one at a time and their result is
+ * reused for HEALTH_READY_CACHE_MS, so a burst of probes (several kubelets,
+ * a load balancer) costs one index query and one fsync per interval. The
+ * limits are read at each probe (two counters, no I/O).
  *
  * Thread safety: every function may be called from any thread.
  */
@@ -46,6 +53,11 @@ void http_health_free(struct http_health *h);
 void http_health_set_started(struct http_health *h);
 /* /health/ready answers 503 from now on. */
 void http_health_set_stopping(struct http_health *h);
+/* The process is shutting down: every /health/ready answers 503 "shutting
+ * down" from now on. Process-wide (one flag, no server needed), so it can
+ * be called from the DICOM listener's stop hook (net/server.h) before the
+ * HTTP server itself is stopped. */
+void http_health_shutdown_begun(void);
 
 /* Route handlers (http_health_routes in routes.h). */
 int http_health_live(struct http_request *r);

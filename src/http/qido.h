@@ -128,7 +128,7 @@ struct qido_request {
     struct query *q;      /* owned: run it with query_run */
     enum qido_resource resource;
     /* What the client asked for; the limit and offset are already in q.
-     * limit == 0 (PS3.18: no results) means answering 204 without running
+     * limit == 0 (PS3.18: no results) means answering 200 [] without running
      * q (q is then limited to one answer so a slip stays cheap). */
     size_t limit;         /* 0..QIDO_MAX_LIMIT */
     size_t offset;

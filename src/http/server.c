@@ -16,6 +16,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -31,6 +32,7 @@
 #include "http/health.h"
 #include "http/routes.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 /* The route tables (routes.h), in matching order. */
 static const struct http_route *const route_tables[] = {
@@ -55,6 +57,26 @@ struct http_server {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned in_flight; /* requests past their headers, not yet completed */
+    /* Open connections (under mu), for the header-timeout watchdog. */
+    struct http_conn *conns;
+    pthread_t watchdog;
+    bool watchdog_running;
+    bool watchdog_stop; /* under mu; the watchdog waits on cv */
+};
+
+/* Where a connection is between requests, for the watchdog. */
+enum conn_phase {
+    CONN_WAITING,   /* reading a request line and headers */
+    CONN_BUSY,      /* headers read: the request's own limits apply */
+    CONN_TIMED_OUT, /* the watchdog answered 408 and shut the socket */
+};
+
+/* One open connection (MHD's socket context). */
+struct http_conn {
+    struct http_conn *prev, *next;
+    int fd;
+    atomic_int phase;      /* enum conn_phase */
+    struct timespec since; /* start of CONN_WAITING, under mu */
 };
 
 struct http_param {
@@ -66,6 +88,7 @@ struct http_param {
 struct http_request {
     struct http_server *s;
     struct MHD_Connection *conn;
+    struct http_conn *hc; /* the connection's watchdog entry, or NULL */
     struct timespec t0;
     bool begun;   /* headers were read: counted in in_flight */
     bool queued;  /* a response was handed to MHD */
@@ -83,9 +106,18 @@ struct http_request {
     unsigned status;
     struct MHD_Response *resp;
     char *base_url;            /* http_req_base_url, made on first use */
+    char *err_body;            /* the last http_respond_error body (JSON) */
+    unsigned err_status;
     void *state;
     void (*state_free)(void *);
 };
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
 
 /* --- random ids ------------------------------------------------------------ */
 
@@ -473,7 +505,15 @@ int http_respond_error(struct http_request *r, unsigned status, const char *fmt,
     va_end(ap);
     /* A longer message is cut (vsnprintf terminated it). */
     const char *text = n < 0 ? MHD_get_reason_phrase_for(status) : msg;
-    return http_respond_json(r, status, http_error_object(r, status, text));
+    json_t *j = http_error_object(r, status, text);
+    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!body)
+        return PACS_ENOMEM;
+    free(r->err_body);
+    r->err_body = strdup(body); /* for fail_mid_body; NULL is fine there */
+    r->err_status = status;
+    return respond_buffer(r, status, "application/json", body, strlen(body), true);
 }
 
 int http_add_header(struct http_request *r, const char *name, const char *value)
@@ -546,6 +586,9 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         return NULL; /* on_access closes the connection */
     r->s = cls;
     r->conn = conn;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->hc = ci ? ci->socket_context : NULL;
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
     /* Only here does MHD show the query undecoded. */
     const char *q = strchr(uri, '?');
@@ -567,6 +610,12 @@ static uint64_t parse_u64(const char *s, bool *ok)
 static bool begin(struct http_request *r, const char *url, const char *method)
 {
     struct http_server *s = r->s;
+    if (r->hc) {
+        int waiting = CONN_WAITING;
+        if (!atomic_compare_exchange_strong(&r->hc->phase, &waiting, CONN_BUSY) &&
+            waiting == CONN_TIMED_OUT)
+            return false; /* the watchdog answered already */
+    }
     r->begun = true;
     r->method = method;
     r->path = url;
@@ -599,6 +648,85 @@ static bool begin(struct http_request *r, const char *url, const char *method)
                            "request body over the limit of %" PRIu64 " bytes",
                            r->route->max_body);
     return true;
+}
+
+/* Writes a complete error response on fd itself, for the two cases where
+ * MHD cannot queue one: while it is still reading headers (the watchdog)
+ * and in the middle of a request body (MHD 0.9.75 queues responses only
+ * after the headers or after the whole body). Best effort: a client that
+ * does not read gets the close only. */
+static void raw_error(const struct http_server *s, int fd, unsigned status, const char *body,
+                      const char *id)
+{
+    char msg[HTTP_ERROR_MSG_MAX * 4];
+    const char *reason = MHD_get_reason_phrase_for(status);
+    int n = snprintf(msg, sizeof msg,
+                     "HTTP/1.1 %u %s\r\nConnection: close\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "X-Request-Id: %s\r\nX-Content-Type-Options: nosniff\r\n"
+                     "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n"
+                     "Cache-Control: no-store\r\nServer: pacsd\r\n%s%s%s\r\n%s",
+                     status, reason, strlen(body), id,
+                     s->cors_origin ? "Access-Control-Allow-Origin: " : "",
+                     s->cors_origin ? s->cors_origin : "", s->cors_origin ? "\r\n" : "", body);
+    if (n > 0 && (size_t)n < sizeof msg &&
+        send(fd, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        log_debug("http: writing a %u on a closing connection: %s", status, strerror(errno));
+}
+
+/* Ends a request whose body is still arriving with the error response set
+ * by http_respond_error (a 500 if none): written on the socket directly
+ * (see raw_error), then a lingering close: the write side is shut and what
+ * the client still sends is read and dropped for a moment, so that its
+ * TCP stack does not reset the connection (losing our answer) because
+ * unread data arrived after close. */
+static enum MHD_Result fail_mid_body(struct http_request *r)
+{
+    static const char internal[] = "internal error";
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    unsigned status = r->err_body ? r->err_status : MHD_HTTP_INTERNAL_SERVER_ERROR;
+    char fallback[HTTP_ERROR_MSG_MAX];
+    const char *body = r->err_body;
+    if (!body) {
+        int n = snprintf(fallback, sizeof fallback,
+                         "{\"error\":\"%s\",\"status\":500,\"request_id\":\"%s\"}", internal,
+                         r->id);
+        body = n > 0 && (size_t)n < sizeof fallback ? fallback : "{}";
+    }
+    r->status = status;
+    if (!ci)
+        return MHD_NO;
+    int fd = ci->connect_fd;
+    raw_error(r->s, fd, status, body, r->id);
+    shutdown(fd, SHUT_WR);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char sink[16384];
+    size_t drained = 0;
+    while (drained < HTTP_LINGER_MAX_BYTES && seconds_since(&t0) * 1000 < HTTP_LINGER_MS) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 100) <= 0)
+            continue;
+        ssize_t got = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (got <= 0)
+            break;
+        drained += (size_t)got;
+    }
+    return MHD_NO;
+}
+
+/* True once a request body has had http.header_timeout seconds and still
+ * averages below http.min_upload_rate (a client trickling bytes to hold a
+ * connection). Checked as pieces arrive; a body that stops altogether is
+ * cut by the inactivity timeout instead. */
+static bool upload_too_slow(const struct http_request *r)
+{
+    uint32_t rate = r->s->cfg->http.min_upload_rate;
+    if (!rate)
+        return false;
+    double t = seconds_since(&r->t0);
+    return t > (double)r->s->cfg->http.header_timeout && (double)r->body_len / t < rate;
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -634,17 +762,22 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     size_t n = *upload_data_size;
     *upload_data_size = 0;
     r->body_len += n;
+    if (upload_too_slow(r)) {
+        http_respond_error(r, MHD_HTTP_REQUEST_TIMEOUT,
+                           "request body slower than %u bytes/s (http.min_upload_rate)",
+                           (unsigned)r->s->cfg->http.min_upload_rate);
+        return fail_mid_body(r);
+    }
     if (r->route->max_body && r->body_len > r->route->max_body) {
         http_respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE,
                            "request body over the limit of %" PRIu64 " bytes",
                            r->route->max_body);
-        return queue(r);
+        return fail_mid_body(r);
     }
-    int rc = r->route->body(r, upload_data, n);
-    if (rc) {
-        if (!r->resp)
+    if (r->route->body(r, upload_data, n) != 0) {
+        if (!r->err_body)
             http_respond_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error");
-        return queue(r);
+        return fail_mid_body(r);
     }
     return MHD_YES;
 }
@@ -700,6 +833,35 @@ static void log_request(struct http_request *r, enum MHD_RequestTerminationCode 
     log_writef_kv(lvl, kv, "http request");
 }
 
+/* Counts the request in pacsd_http_requests_total and its duration. The
+ * labels come from small sets: the route's template (never the raw path),
+ * a known method or "other" (a client may send any token). */
+static void count_request(const struct http_request *r)
+{
+    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "DELETE",
+                                          "OPTIONS", "PATCH"};
+    const char *method = "other";
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (r->method && !strcmp(r->method, methods[i]))
+            method = methods[i];
+    const char *route = r->route ? r->route->tmpl : "unmatched";
+    char status[8] = "none"; /* no response was ever set */
+    if (r->status && snprintf(status, sizeof status, "%u", r->status) >= (int)sizeof status)
+        memcpy(status, "none", sizeof "none");
+    metric_inc(&metric_http_requests, (const char *const[]){method, route, status});
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - r->t0.tv_sec) + (double)(t1.tv_nsec - r->t0.tv_nsec) / 1e9;
+    metric_observe(&metric_http_request_duration, (const char *const[]){method, route}, s);
+}
+
+unsigned http_req_connections(const struct http_request *r)
+{
+    const union MHD_DaemonInfo *di =
+        MHD_get_daemon_info(r->s->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return di ? di->num_connections : 0;
+}
+
 static void request_free(struct http_request *r)
 {
     if (r->state_free)
@@ -709,6 +871,7 @@ static void request_free(struct http_request *r)
     free(r->query);
     free(r->segbuf);
     free(r->base_url);
+    free(r->err_body);
     free(r);
 }
 
@@ -721,14 +884,105 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (!r)
         return;
     *req_cls = NULL;
+    if (r->hc) {
+        pthread_mutex_lock(&s->mu);
+        clock_gettime(CLOCK_MONOTONIC, &r->hc->since);
+        int busy = CONN_BUSY;
+        atomic_compare_exchange_strong(&r->hc->phase, &busy, CONN_WAITING);
+        pthread_mutex_unlock(&s->mu);
+    }
     if (r->begun) {
         log_request(r, toe);
+        count_request(r);
         pthread_mutex_lock(&s->mu);
         s->in_flight--;
         pthread_cond_broadcast(&s->cv);
         pthread_mutex_unlock(&s->mu);
     }
     request_free(r);
+}
+
+/* --- header timeout ---------------------------------------------------------
+ * MHD's timeout counts inactivity only, so a client sending its headers a
+ * byte at a time would hold a connection (and its thread) for ever. The
+ * watchdog gives every connection http.header_timeout seconds from its
+ * start, or from the end of its previous response, to finish a request's
+ * headers; past that it writes a 408 itself (MHD has sent nothing on the
+ * connection at that point) and shuts the socket, which ends MHD's read. */
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct http_conn *c = ci ? calloc(1, sizeof *c) : NULL;
+        if (!c)
+            return; /* unwatched: MHD's inactivity timeout still applies */
+        c->fd = ci->connect_fd;
+        atomic_init(&c->phase, CONN_WAITING);
+        pthread_mutex_lock(&s->mu);
+        clock_gettime(CLOCK_MONOTONIC, &c->since);
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        pthread_mutex_unlock(&s->mu);
+        *socket_context = c;
+        return;
+    }
+    /* MHD_CONNECTION_NOTIFY_CLOSED comes before MHD closes the socket, so
+     * the watchdog (which holds mu) never touches a reused descriptor. */
+    struct http_conn *c = *socket_context;
+    if (!c)
+        return;
+    pthread_mutex_lock(&s->mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&s->mu);
+    free(c);
+    *socket_context = NULL;
+}
+
+/* Answers 408 on a connection MHD is still reading headers from. */
+static void time_out(const struct http_server *s, struct http_conn *c, unsigned secs)
+{
+    char id[17], body[256];
+    http_random_hex16(id);
+    int bl = snprintf(body, sizeof body,
+                      "{\"error\":\"request headers not complete within %u s "
+                      "(http.header_timeout)\",\"status\":408,\"request_id\":\"%s\"}",
+                      secs, id);
+    if (bl > 0 && (size_t)bl < sizeof body)
+        raw_error(s, c->fd, MHD_HTTP_REQUEST_TIMEOUT, body, id);
+    shutdown(c->fd, SHUT_RDWR);
+    log_info("http: connection cut: request headers not complete within %u s", secs);
+}
+
+static void *watchdog_main(void *arg)
+{
+    struct http_server *s = arg;
+    unsigned limit = s->cfg->http.header_timeout;
+    pthread_mutex_lock(&s->mu);
+    while (!s->watchdog_stop) {
+        for (struct http_conn *c = s->conns; c; c = c->next) {
+            int waiting = CONN_WAITING;
+            if (seconds_since(&c->since) > (double)limit &&
+                atomic_compare_exchange_strong(&c->phase, &waiting, CONN_TIMED_OUT))
+                time_out(s, c, limit);
+        }
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        t.tv_sec += 1;
+        pthread_cond_timedwait(&s->cv, &s->mu, &t);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
 }
 
 /* MHD's own error messages: one per line, ending in a newline. */
@@ -904,6 +1158,7 @@ int http_start(const struct pacs_config *cfg, struct archive *ar, struct http_se
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, /* pacsd ignores SIGPIPE */
         MHD_OPTION_END);
@@ -912,6 +1167,13 @@ int http_start(const struct pacs_config *cfg, struct archive *ar, struct http_se
                           cfg->http.port);
         goto out;
     }
+    if (pthread_create(&s->watchdog, NULL, watchdog_main, s) != 0) {
+        MHD_stop_daemon(s->d);
+        lfd = -1; /* MHD closed it */
+        rc = pacs_err_set(err, PACS_ENOMEM, "cannot start the HTTP watchdog thread");
+        goto out;
+    }
+    s->watchdog_running = true;
     log_info("HTTP listening on %s:%u", cfg->bind, cfg->http.port);
     *out = s;
 out:
@@ -954,6 +1216,13 @@ void http_stop(struct http_server *s)
 
     /* Closes idle keep-alive connections and whatever did not finish. */
     MHD_stop_daemon(s->d);
+    if (s->watchdog_running) {
+        pthread_mutex_lock(&s->mu);
+        s->watchdog_stop = true;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->watchdog, NULL);
+    }
     /* Quiesced, the listening socket is ours to close; else MHD closed it. */
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);

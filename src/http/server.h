@@ -63,6 +63,11 @@
  * still shrinks 5-10x). */
 #define HTTP_GZIP_MIN 1024
 #define HTTP_GZIP_LEVEL 1
+/* A request failed in mid-body is answered, then the client's further
+ * bytes are read and dropped for up to this long / this much, so that its
+ * TCP stack delivers the answer instead of a reset. */
+#define HTTP_LINGER_MS 2000
+#define HTTP_LINGER_MAX_BYTES (8u * 1024 * 1024)
 /* Size of the blocks a streamed response is read in. */
 #define HTTP_STREAM_BLOCK (256u * 1024)
 /* A connection with no bytes moving either way for this long is closed.
@@ -92,9 +97,10 @@ struct http_request;
  * PACS_E* code. Returning without a response gives a 500. */
 typedef int (*http_handler_fn)(struct http_request *r);
 /* Receives the request body in pieces, in order, before the handler runs;
- * data is valid during the call only. A non-zero return stops the request:
- * the response set by then (http_respond_error) is sent, or a 500, and the
- * connection is closed after it. */
+ * data is valid during the call only. A non-zero return stops the request
+ * at once, the rest of the body unread: the error set by then with
+ * http_respond_error is sent (a 500 without one; other responses cannot be
+ * sent in mid-body), and the connection is closed after it. */
 typedef int (*http_body_fn)(struct http_request *r, const void *data, size_t len);
 
 struct http_route {
@@ -144,6 +150,9 @@ const char *http_req_param(const struct http_request *r, const char *name);
 const char *http_req_id(const struct http_request *r);
 struct archive *http_req_archive(const struct http_request *r);
 const struct pacs_config *http_req_config(const struct http_request *r);
+/* Open HTTP connections of the server r came in on (r's included), for
+ * readiness and /metrics. */
+unsigned http_req_connections(const struct http_request *r);
 /* Where clients reach the server, for absolute URLs in answers, without a
  * trailing '/': http.public_url when set, else "http://" + the Host header
  * (when it is a plain host[:port]; else localhost and http.port). */

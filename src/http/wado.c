@@ -19,9 +19,11 @@
 #include "dicom/dict.h"
 #include "dicom/reader.h"
 #include "http/accept.h"
+#include "http/dicomweb.h"
 #include "http/multipart.h"
 #include "http/routes.h"
 #include "util/log.h"
+#include "util/limits.h"
 
 #define TAG_STUDY_UID DCM_TAG(0x0020, 0x000d)
 #define TAG_SERIES_UID DCM_TAG(0x0020, 0x000e)
@@ -31,9 +33,6 @@
 #define MT_OCTET "application/octet-stream"
 #define MT_DICOM_JSON "application/dicom+json"
 
-/* Largest /metadata answer held in memory (a study of 10,000 instances of
- * about 5 KB of metadata each is 50 MB). */
-#define WADO_MAX_METADATA (512u * 1024 * 1024)
 
 /* --- path parameters -------------------------------------------------------- */
 
@@ -437,23 +436,18 @@ static int bulk_absolute(void *ctx, const char *study, const char *series, const
 static int handle_metadata(struct http_request *r)
 {
     const char *study, *series, *instance;
-    struct http_accept acc;
     struct dynbuf out;
     struct pacs_err err = { 0 };
     size_t count = 0;
-    if (!get_uids(r, &study, &series, &instance) || !parse_accept(r, &acc))
+    if (!get_uids(r, &study, &series, &instance))
         return 0;
     const char *type = NULL;
-    for (size_t i = 0; i < acc.n && !type; i++) {
-        if (http_media_covers(acc.r[i].type, MT_DICOM_JSON))
-            type = MT_DICOM_JSON;
-        else if (http_media_covers(acc.r[i].type, "application/json"))
-            type = "application/json";
-    }
-    if (!type)
-        return http_respond_error(r, 406, "metadata is served as " MT_DICOM_JSON " only");
-    dynbuf_init(&out, WADO_MAX_METADATA);
-    int rc = metadata_collect(http_req_archive(r), study, series, instance, bulk_absolute, r,
+    int rc = dw_choose_json_type(http_req_header(r, "Accept"), &type, &err);
+    if (rc)
+        return rc == PACS_EUNSUPPORTED ? http_respond_error(r, 406, "%s", err.msg)
+                                       : http_respond_error(r, 500, "out of memory");
+    dynbuf_init(&out, PACS_MAX_METADATA_ANSWER);
+    rc = metadata_collect(http_req_archive(r), study, series, instance, bulk_absolute, r,
                               &out, &count, &err);
     if (rc) {
         dynbuf_free(&out);

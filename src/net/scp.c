@@ -15,6 +15,7 @@
 #include "net/scu.h"
 #include "util/limits.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 /* Identifiers are small; this bounds what a C-FIND/MOVE/GET may send. */
 #define SCP_MAX_IDENTIFIER PACS_MAX_IDENTIFIER_LEN
@@ -131,10 +132,31 @@ struct counts {
     bool with_counts, with_remaining;
 };
 
+/* Counts an operation in pacsd_dimse_operations_total when its final
+ * (not pending) status is sent. */
+static void count_operation(uint16_t command_field, uint16_t status)
+{
+    const char *op;
+    switch (command_field) {
+    case DIMSE_C_ECHO_RQ: op = "C-ECHO"; break;
+    case DIMSE_C_STORE_RQ: op = "C-STORE"; break;
+    case DIMSE_C_FIND_RQ: op = "C-FIND"; break;
+    case DIMSE_C_MOVE_RQ: op = "C-MOVE"; break;
+    case DIMSE_C_GET_RQ: op = "C-GET"; break;
+    default: return;
+    }
+    enum dimse_status_class c = dimse_status_class(status);
+    if (c == DIMSE_PENDING)
+        return;
+    metric_inc(&metric_dimse_operations,
+               (const char *const[]){op, dimse_status_class_name(c)});
+}
+
 static int send_rsp(struct ul_assoc *a, uint8_t pc_id, const struct dimse_cmd *rq,
                     uint16_t status, const char *comment, const struct counts *n,
                     const struct dynbuf *ds, struct pacs_err *err)
 {
+    count_operation(rq->command_field, status);
     const struct ul_pc *pc = ul_pc_by_id(a, pc_id);
     struct dimse_cmd c = {.command_field = rq->command_field | 0x8000,
                           .message_id_responded = rq->message_id,
@@ -716,6 +738,11 @@ out:
 
 /* --- the service loop ----------------------------------------------------- */
 
+static void count_end(const char *how)
+{
+    metric_inc(&metric_dicom_associations_ended, &how);
+}
+
 void scp_serve(struct ul_assoc *a, const struct scp_env *env)
 {
     for (;;) {
@@ -731,10 +758,12 @@ void scp_serve(struct ul_assoc *a, const struct scp_env *env)
                 ul_release_reply(a, &err);
                 log_info("association released");
             }
+            count_end(aborted ? "aborted" : "released");
             return;
         }
         if (rc) {
             log_warn("association ended: %s", err.msg);
+            count_end("lost");
             return;
         }
         const struct ul_pc *pc = ul_pc_by_id(a, pc_id);
@@ -744,6 +773,7 @@ void scp_serve(struct ul_assoc *a, const struct scp_env *env)
             if (!qc || qc->svc != SVC_ECHO) {
                 log_warn("C-ECHO-RQ on a %s context: aborted", pc->abstract_syntax);
                 ul_abort(a);
+                count_end("aborted");
                 return;
             }
             rc = do_echo(a, pc_id, &cmd);
@@ -761,6 +791,7 @@ void scp_serve(struct ul_assoc *a, const struct scp_env *env)
                 log_warn("%s on a %s context: aborted", dimse_command_name(cmd.command_field),
                          pc->abstract_syntax);
                 ul_abort(a);
+                count_end("aborted");
                 return;
             }
             rc = want == SVC_FIND ? do_find(a, env, pc_id, &cmd, qc)
@@ -774,9 +805,12 @@ void scp_serve(struct ul_assoc *a, const struct scp_env *env)
             log_warn("unsupported %s (0x%04X): aborted", dimse_command_name(cmd.command_field),
                      cmd.command_field);
             ul_abort(a);
+            count_end("aborted");
             return;
         }
-        if (rc)
+        if (rc) {
+            count_end("lost");
             return;
+        }
     }
 }

@@ -19,6 +19,7 @@
 #include "net/scp.h"
 #include "net/ul.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 /* Connections beyond the association limit still get their RJ, from a
  * thread of their own; past this many more they are closed unanswered. */
@@ -26,6 +27,14 @@
 
 static int stop_pipe[2] = {-1, -1};
 static volatile sig_atomic_t stop_requested;
+static void (*stop_hook)(void *ctx);
+static void *stop_hook_ctx;
+
+void server_set_stop_hook(void (*fn)(void *ctx), void *ctx)
+{
+    stop_hook = fn;
+    stop_hook_ctx = ctx;
+}
 
 void server_stop(void)
 {
@@ -106,24 +115,30 @@ static void *conn_thread(void *arg)
     struct pacs_err err = {0};
     if (ul_accept(c->fd, c->peer, c->id, &acc, &a, &err) == 0) {
         log_info("association accepted: %s -> %s", ul_calling_aet(a), ul_called_aet(a));
+        metric_inc(&metric_dicom_associations, (const char *const[]){"accepted"});
         scp_serve(a, &s->env);
     } else if (err.code == PACS_EUNSUPPORTED) {
         log_info("association rejected: %s", err.msg);
+        metric_inc(&metric_dicom_associations, (const char *const[]){"rejected"});
     } else if (err.code == PACS_EIO) {
-        /* Closed or silent before asking anything: port probes, mostly. */
+        /* Closed or silent before asking anything: port probes, mostly
+         * (not counted as associations). */
         log_debug("connection ended before an association: %s", err.msg);
     } else {
         log_warn("association aborted: %s", err.msg);
+        metric_inc(&metric_dicom_associations, (const char *const[]){"aborted"});
     }
     pthread_mutex_lock(&s->mu);
     fd_unregister(s, c->fd);
     pthread_mutex_unlock(&s->mu);
     ul_free(a);
     pthread_mutex_lock(&s->mu);
-    if (c->over_limit)
+    if (c->over_limit) {
         s->rejectors--;
-    else
+    } else {
         s->active--;
+        metric_gauge_add(&metric_dicom_associations_active, NULL, -1);
+    }
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     log_set_context(0, NULL);
@@ -190,6 +205,7 @@ static void accept_one(struct server *s, int lfd)
     pthread_mutex_lock(&s->mu);
     if (s->active < s->cfg->dicom.max_associations) {
         s->active++;
+        metric_gauge_add(&metric_dicom_associations_active, NULL, 1);
         fd_register(s, fd);
     } else if (s->rejectors < SERVER_MAX_REJECTORS) {
         s->rejectors++;
@@ -219,6 +235,7 @@ static void accept_one(struct server *s, int lfd)
         else {
             fd_unregister(s, fd);
             s->active--;
+            metric_gauge_add(&metric_dicom_associations_active, NULL, -1);
         }
         pthread_mutex_unlock(&s->mu);
         close(fd);
@@ -296,6 +313,9 @@ int server_run(const struct pacs_config *cfg, struct archive *ar, struct pacs_er
     }
     close(lfd);
     lfd = -1;
+    /* Before the drain: readiness turns 503 now, not after it. */
+    if (stop_hook)
+        stop_hook(stop_hook_ctx);
 
     log_info("stopping: waiting up to %u s for %u association(s)", cfg->dicom.shutdown_timeout,
              s.active);

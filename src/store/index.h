@@ -11,6 +11,12 @@
  *   opening the file: transfer syntax, blob key, file size, SHA-256, offset
  *   of the data set in the file, and the DICOM JSON of the instance without
  *   bulk data.
+ * - Every row also holds its public id (index_public_id: Orthanc's ids,
+ *   from the UIDs of the row and its parents), unique and indexed, so a
+ *   lookup by id is one indexed query.
+ * - A change log (seq, type, level, public id, time) is written in the
+ *   same transaction as the inserts and deletes it records: it is exact and
+ *   survives restarts. Changes of deleted resources stay in the log.
  * - A schema version is stored in the database; open() migrates an older
  *   schema forward and refuses a newer one (PACS_EUNSUPPORTED).
  *
@@ -44,6 +50,16 @@ extern const size_t index_n_main_tags;
 #define INDEX_MAX_MAIN_TAGS 64
 /* The position of tag in index_main_tags, or -1. */
 int index_tag_find(uint32_t tag);
+
+/* A public id: SHA-1 (lowercase hex) of the level's UID chain joined by
+ * '|' (PatientID | StudyInstanceUID | SeriesInstanceUID | SOPInstanceUID,
+ * as far as the level), in 5 groups of 8 digits joined by '-', as Orthanc
+ * computes its resource ids. */
+#define INDEX_PUBLIC_ID_LEN 44
+/* uids[0..level] (NULL is taken as ""); out gets INDEX_PUBLIC_ID_LEN + 1
+ * bytes. Returns 0, or PACS_EINVAL (bad level) / PACS_ENOMEM. */
+int index_public_id(enum index_level level, const char *const uids[4],
+                    char out[INDEX_PUBLIC_ID_LEN + 1]);
 
 enum index_dup_policy { INDEX_DUP_REPLACE, INDEX_DUP_KEEP, INDEX_DUP_REJECT };
 
@@ -104,6 +120,11 @@ struct index_query {
     bool want_counts;             /* fill the computed attributes */
     bool want_metadata;           /* fill metadata_json (one instance's) */
     int64_t since_id;             /* only rows with id > since_id (0: all) */
+    const char *public_id;        /* only the row with this public id */
+    const char *parent_public_id; /* only children of the row at level - 1
+                                     with this public id */
+    bool want_last_update;        /* fill last_update (a subquery per row
+                                     above the instance level) */
 };
 
 /* One result: the entity at q->level with the main tags of its level and
@@ -131,6 +152,11 @@ struct index_row {
     uint64_t size;
     uint64_t ds_offset;
     const char *sha256;
+    /* The public ids of the row and of its parents ([0..level]). */
+    const char *public_ids[4];
+    /* want_last_update: when an instance of the entity was last received
+     * (Unix time); instances always have it. */
+    int64_t last_update;
 };
 /* Return non-zero to stop the query (that value is returned by find). */
 typedef int (*index_row_cb)(void *ctx, const struct index_row *row);
@@ -140,10 +166,36 @@ struct index_stats {
     uint64_t bytes; /* sum of instance file sizes */
 };
 
+/* One entry of the change log. */
+enum index_change_type {
+    INDEX_CHANGE_NEW_INSTANCE, INDEX_CHANGE_NEW_SERIES, INDEX_CHANGE_NEW_STUDY,
+    INDEX_CHANGE_NEW_PATIENT, INDEX_CHANGE_DELETED,
+};
+struct index_change {
+    int64_t seq;              /* increasing, never reused */
+    enum index_change_type type;
+    enum index_level level;
+    const char *public_id;    /* valid during the callback */
+    int64_t time;             /* Unix time */
+};
+typedef int (*index_change_cb)(void *ctx, const struct index_change *c);
+
+/* What a delete removed: the blob keys of the instances (for the archive
+ * to delete after the commit), and the nearest ancestor left standing
+ * (level -1 when the whole patient went). Freed with index_deleted_free. */
+struct index_deleted {
+    char (*blob_keys)[65];
+    size_t n_blob_keys;
+    int ancestor_level;
+    char ancestor_id[INDEX_PUBLIC_ID_LEN + 1];
+};
+void index_deleted_free(struct index_deleted *d);
+
 struct index;
 
 struct index_ops {
     const char *name; /* "sqlite" */
+    int schema_version; /* of the databases this backend writes */
     /* Opens (creating and migrating) the index at location (sqlite: a
      * database file path). */
     int (*open)(const char *location, struct index **out, struct pacs_err *err);
@@ -160,6 +212,18 @@ struct index_ops {
     /* True if some instance row refers to blob key (orphan cleaning). */
     int (*has_blob)(struct index *ix, const char *key, bool *out, struct pacs_err *err);
     int (*stats)(struct index *ix, struct index_stats *out, struct pacs_err *err);
+    /* Deletes the entity at level with public id `id`, everything below it,
+     * and each ancestor left without children, in one transaction that
+     * also logs a Deleted change per removed row (time `now`). On success
+     * *out (zeroed first) is the caller's to index_deleted_free. Errors:
+     * PACS_ENOTFOUND (no such entity), PACS_EIO, PACS_ENOMEM. */
+    int (*delete_entity)(struct index *ix, enum index_level level, const char *id, int64_t now,
+                         struct index_deleted *out, struct pacs_err *err);
+    /* Changes with seq > since, in order, at most limit (0: no limit). */
+    int (*changes)(struct index *ix, int64_t since, size_t limit, index_change_cb cb,
+                   void *ctx, struct pacs_err *err);
+    /* The highest seq in the log (0 when empty). */
+    int (*last_change)(struct index *ix, int64_t *out, struct pacs_err *err);
 };
 
 struct index {

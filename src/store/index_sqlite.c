@@ -26,7 +26,7 @@
 #include "util/dynbuf.h"
 
 /* Bump together with a new step in sq_migrations[]. */
-#define SQ_SCHEMA_VERSION 1
+#define SQ_SCHEMA_VERSION 2
 #define SQ_BUSY_TIMEOUT_MS 10000
 #define SQ_STMT_CACHE 48
 #define SQ_MAX_IDLE_READERS 64
@@ -96,6 +96,7 @@ struct sq_index {
     sqlite3_stmt *has_child[3]; /* PATIENT..SERIES */
     sqlite3_stmt *parent_of[4];
     sqlite3_stmt *del[3];
+    sqlite3_stmt *chg;          /* append to the change log */
 
     pthread_mutex_t pool_mu;
     struct sq_conn *idle;
@@ -288,12 +289,72 @@ out:
     return rc;
 }
 
+/* pacs_public_id(level, patient_id, study_uid, series_uid, sop_uid): the
+ * public id, for the migration that fills existing rows. */
+static void sq_fn_public_id(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    const char *uids[4] = {NULL, NULL, NULL, NULL};
+    char id[INDEX_PUBLIC_ID_LEN + 1];
+    int level = sqlite3_value_int(argv[0]);
+    for (int k = 1; k < argc && k <= 4; k++)
+        uids[k - 1] = (const char *)sqlite3_value_text(argv[k]);
+    if (level < INDEX_PATIENT || level > INDEX_INSTANCE ||
+        index_public_id((enum index_level)level, uids, id) != 0) {
+        sqlite3_result_error(ctx, "pacs_public_id: bad arguments", -1);
+        return;
+    }
+    sqlite3_result_text(ctx, id, -1, SQLITE_TRANSIENT);
+}
+
+/* Version 1 -> 2: public ids (computed for the rows there are) and the
+ * change log. */
+static int sq_step_public_ids(struct sq_index *ix, sqlite3 *db, struct pacs_err *err)
+{
+    struct sb s = {0};
+    int rc;
+    if (sqlite3_create_function(db, "pacs_public_id", 5, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                                NULL, sq_fn_public_id, NULL, NULL) != SQLITE_OK)
+        return pacs_err_set(err, PACS_ENOMEM, "index: cannot register pacs_public_id");
+    for (int lv = INDEX_PATIENT; lv <= INDEX_INSTANCE; lv++)
+        sb_printf(&s, "ALTER TABLE %s ADD COLUMN public_id TEXT;\n", sq_table[lv]);
+    /* Each level's UID chain: the row's own UID and its ancestors'. */
+    for (int lv = INDEX_PATIENT; lv <= INDEX_INSTANCE; lv++) {
+        sb_printf(&s, "UPDATE %s SET public_id = (SELECT pacs_public_id(%d", sq_table[lv], lv);
+        for (int k = 0; k < 4; k++) {
+            if (k <= lv)
+                sb_printf(&s, ", %s.%s", sq_alias[k], col_name(ix->uid_col[k]));
+            else
+                sb_puts(&s, ", NULL");
+        }
+        sb_printf(&s, ") FROM %s AS %s", sq_table[lv], sq_alias[lv]);
+        for (int k = lv - 1; k >= 0; k--)
+            sb_printf(&s, " JOIN %s AS %s ON %s.id = %s.parent_id", sq_table[k], sq_alias[k],
+                      sq_alias[k], sq_alias[k + 1]);
+        sb_printf(&s, " WHERE %s.id = %s.id);\n", sq_alias[lv], sq_table[lv]);
+        sb_printf(&s, "CREATE UNIQUE INDEX %s_public_id ON %s(public_id);\n", sq_table[lv],
+                  sq_table[lv]);
+    }
+    /* AUTOINCREMENT: a sequence number is never handed out twice. */
+    sb_puts(&s, "CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " change_type INTEGER NOT NULL, level INTEGER NOT NULL,"
+                " public_id TEXT NOT NULL, time INTEGER NOT NULL);\n");
+    if ((rc = s.rc) != 0) {
+        pacs_err_set(err, rc, "index: out of memory");
+        goto out;
+    }
+    rc = sq_exec(db, sb_str(&s), err);
+out:
+    dynbuf_free(&s.b);
+    return rc;
+}
+
 struct sq_migration {
     int from; /* the step takes the schema from `from` to from + 1 */
     int (*apply)(struct sq_index *ix, sqlite3 *db, struct pacs_err *err);
 };
 static const struct sq_migration sq_migrations[] = {
     {0, sq_step_create},
+    {1, sq_step_public_ids},
 };
 _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION,
                "one migration step per schema version");
@@ -316,6 +377,37 @@ static int sq_has_column(sqlite3 *db, const char *table, const char *col, bool *
     return rc;
 }
 
+/* A column added to an existing database is filled from the stored DICOM
+ * JSON where its text is the JSON value's (strings, UIDs, integers: values
+ * joined by '\\'); for an entity above the instance level, from the
+ * first of its instances that has the attribute. PN (an object in DICOM
+ * JSON), DS (numbers lose their text form) and DA/TM/DT (normalized at
+ * ingest) stay NULL for old rows. */
+static void sq_fill_from_metadata(struct sb *s, int lv, int c)
+{
+    static const uint16_t vrs[] = {DCM_VR_US, DCM_VR_SS, DCM_VR_UL, DCM_VR_SL, DCM_VR_IS,
+                                   DCM_VR_SH, DCM_VR_LO, DCM_VR_CS, DCM_VR_UI, DCM_VR_LT,
+                                   DCM_VR_ST, DCM_VR_AE};
+    bool ok = false;
+    for (size_t k = 0; k < sizeof vrs / sizeof vrs[0]; k++)
+        ok |= vrs[k] == index_main_tags[c].vr;
+    if (!ok)
+        return;
+    char path[32];
+    int n = snprintf(path, sizeof path, "$.\"%08X\".Value", (unsigned)index_main_tags[c].tag);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return;
+    sb_printf(s, "UPDATE %s SET %s = (SELECT v FROM (SELECT (SELECT group_concat(j.value, '\\')"
+                 " FROM json_each(i.metadata, '%s') AS j) AS v, i.id AS iid FROM instances AS i",
+              sq_table[lv], col_name(c), path);
+    for (int k = INDEX_INSTANCE - 1; k >= lv; k--)
+        sb_printf(s, " JOIN %s AS %s ON %s.id = %s.parent_id", sq_table[k], sq_alias[k],
+                  sq_alias[k], k + 1 == INDEX_INSTANCE ? "i" : sq_alias[k + 1]);
+    sb_printf(s, " WHERE %s.id = %s.id AND json_valid(i.metadata)) WHERE v IS NOT NULL"
+                 " ORDER BY iid LIMIT 1);\n",
+              lv == INDEX_INSTANCE ? "i" : sq_alias[lv], sq_table[lv]);
+}
+
 /* Main tags added to index_main_tags after a database was created become
  * columns here (empty for existing rows), as do the indexes of
  * sq_indexed_tags: adding a main tag needs no migration step. */
@@ -333,6 +425,7 @@ static int sq_reconcile(struct sq_index *ix, sqlite3 *db, struct pacs_err *err)
                 continue;
             sb_printf(&s, "ALTER TABLE %s ADD COLUMN %s TEXT%s;\n", sq_table[lv], col_name(c),
                       col_is_pn(c) ? " COLLATE NOCASE" : "");
+            sq_fill_from_metadata(&s, lv, c);
         }
     }
     for (size_t k = 0; k < sizeof sq_indexed_tags / sizeof sq_indexed_tags[0]; k++) {
@@ -433,6 +526,11 @@ static int sq_prepare_writer(struct sq_index *ix, struct pacs_err *err)
         if ((rc = sq_prepare(db, txn_sql[k], true, &ix->txn[k], err)) != 0)
             goto out;
     }
+    if ((rc = sq_prepare(db,
+                         "INSERT INTO changes (change_type, level, public_id, time)"
+                         " VALUES (?1, ?2, ?3, ?4)",
+                         true, &ix->chg, err)) != 0)
+        goto out;
     for (int lv = INDEX_PATIENT; lv <= INDEX_INSTANCE; lv++) {
         const char *t = sq_table[lv];
         int n = ix->n_cols[lv];
@@ -449,9 +547,9 @@ static int sq_prepare_writer(struct sq_index *ix, struct pacs_err *err)
         sb_cols(&s, ix, lv, NULL);
         if (lv == INDEX_INSTANCE)
             sb_puts(&s, ", " SQ_INST_EXTRA);
-        sb_puts(&s, ") VALUES (?1");
+        sb_puts(&s, ", public_id) VALUES (?1");
         int np = n + (lv == INDEX_INSTANCE ? SQ_N_INST_EXTRA : 0);
-        for (int k = 0; k < np; k++)
+        for (int k = 0; k < np + 1; k++)
             sb_printf(&s, ", ?%d", k + 2);
         sb_puts(&s, ")");
         if ((rc = sq_prepare_sb(db, &s, &ix->ins[lv], err)) != 0)
@@ -474,7 +572,7 @@ static int sq_prepare_writer(struct sq_index *ix, struct pacs_err *err)
             };
             for (int k = 0; k < SQ_N_INST_EXTRA; k++)
                 sb_printf(&s, ", %s = ?%d", extra[k], n + 2 + k);
-            sb_printf(&s, " WHERE id = ?%d", np + 2);
+            sb_printf(&s, ", public_id = ?%d WHERE id = ?%d", np + 3, np + 2);
         } else {
             /* Entities above take each value the latest instance has, keep
              * the ones it lacks, and are written only when something
@@ -483,7 +581,8 @@ static int sq_prepare_writer(struct sq_index *ix, struct pacs_err *err)
                 const char *c = col_name(ix->cols[lv][k]);
                 sb_printf(&s, "%s%s = coalesce(?%d, %s)", sep, c, k + 2, c);
             }
-            sb_printf(&s, " WHERE id = ?%d AND (%s", n + 2, hp ? "parent_id IS NOT ?1" : "0");
+            sb_printf(&s, ", public_id = ?%d WHERE id = ?%d AND (public_id IS NOT ?%d OR %s",
+                      n + 3, n + 2, n + 3, hp ? "parent_id IS NOT ?1" : "0");
             for (int k = 0; k < n; k++)
                 sb_printf(&s, " OR (?%d IS NOT NULL AND %s IS NOT ?%d COLLATE BINARY)", k + 2,
                           col_name(ix->cols[lv][k]), k + 2);
@@ -643,6 +742,7 @@ static void sq_close(struct index *base)
     }
     for (int k = 0; k < W_N_TXN; k++)
         sqlite3_finalize(ix->txn[k]);
+    sqlite3_finalize(ix->chg);
     for (int lv = 0; lv < 4; lv++) {
         sqlite3_finalize(ix->get[lv]);
         sqlite3_finalize(ix->ins[lv]);
@@ -782,13 +882,15 @@ static int sq_bind_level(struct sq_index *ix, sqlite3_stmt *st, int lv,
  * changed) or inserts it. *old_parent is set when the row moved from
  * another parent (0 otherwise). */
 static int sq_upsert(struct sq_index *ix, int lv, int64_t parent, const struct index_record *r,
-                     int64_t *id, int64_t *old_parent, struct pacs_err *err)
+                     const char *public_id, int64_t *id, int64_t *old_parent, bool *inserted,
+                     struct pacs_err *err)
 {
     sqlite3 *db = ix->wdb;
     sqlite3_stmt *st = ix->get[lv];
     const char *uid = r->values[ix->uid_col[lv]];
     int src, rc = 0;
     *old_parent = 0;
+    *inserted = false;
     if (!uid)
         uid = "";
     if ((src = sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC)) != SQLITE_OK)
@@ -805,7 +907,9 @@ static int sq_upsert(struct sq_index *ix, int lv, int64_t parent, const struct i
             goto fail;
         if ((src = sq_bind_level(ix, st, lv, r)) != SQLITE_OK)
             goto fail;
-        if ((src = sqlite3_bind_int64(st, ix->n_cols[lv] + 2, *id)) != SQLITE_OK)
+        if ((src = sqlite3_bind_int64(st, ix->n_cols[lv] + 2, *id)) != SQLITE_OK ||
+            (src = sqlite3_bind_text(st, ix->n_cols[lv] + 3, public_id, -1, SQLITE_STATIC)) !=
+                SQLITE_OK)
             goto fail;
         return sq_run(db, st, err, "update");
     }
@@ -815,11 +919,14 @@ static int sq_upsert(struct sq_index *ix, int lv, int64_t parent, const struct i
     st = ix->ins[lv];
     if (lv > INDEX_PATIENT && (src = sqlite3_bind_int64(st, 1, parent)) != SQLITE_OK)
         goto fail;
-    if ((src = sq_bind_level(ix, st, lv, r)) != SQLITE_OK)
+    if ((src = sq_bind_level(ix, st, lv, r)) != SQLITE_OK ||
+        (src = sqlite3_bind_text(st, ix->n_cols[lv] + 2, public_id, -1, SQLITE_STATIC)) !=
+            SQLITE_OK)
         goto fail;
     if ((rc = sq_run(db, st, err, "insert")) != 0)
         return rc;
     *id = sqlite3_last_insert_rowid(db);
+    *inserted = true;
     return 0;
 fail:
     rc = sq_fail(db, src, err, "upsert");
@@ -916,6 +1023,22 @@ static bool sq_memo_hit(const struct sq_index *ix, const struct sq_memo *m, int 
     return true;
 }
 
+/* Appends one entry to the change log (inside the caller's transaction). */
+static int sq_log_change(struct sq_index *ix, enum index_change_type type, int lv,
+                         const char *public_id, int64_t time, struct pacs_err *err)
+{
+    sqlite3_stmt *st = ix->chg;
+    int src;
+    if ((src = sqlite3_bind_int(st, 1, (int)type)) != SQLITE_OK ||
+        (src = sqlite3_bind_int(st, 2, lv)) != SQLITE_OK ||
+        (src = sqlite3_bind_text(st, 3, public_id, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (src = sqlite3_bind_int64(st, 4, time)) != SQLITE_OK) {
+        sq_release(st);
+        return sq_fail(ix->wdb, src, err, "change log");
+    }
+    return sq_run(ix->wdb, st, err, "change log");
+}
+
 static int sq_insert_one(struct sq_index *ix, const struct index_record *r,
                          enum index_dup_policy dup, struct sq_memo memo[3],
                          struct index_insert_result *res, struct pacs_err *err)
@@ -923,6 +1046,9 @@ static int sq_insert_one(struct sq_index *ix, const struct index_record *r,
     sqlite3 *db = ix->wdb;
     sqlite3_stmt *st;
     int64_t ids[4] = {0}, moved_from[4] = {0}, inst_id = 0, inst_parent = 0;
+    char pub[4][INDEX_PUBLIC_ID_LEN + 1];
+    const char *uids[4];
+    bool created[4] = {false, false, false, false};
     int src, rc = 0;
 
     for (int lv = INDEX_STUDY; lv <= INDEX_INSTANCE; lv++) {
@@ -935,6 +1061,12 @@ static int sq_insert_one(struct sq_index *ix, const struct index_record *r,
         return pacs_err_set(err, PACS_EINVAL, "index: record without blob key");
     if (r->size > (uint64_t)INT64_MAX || r->ds_offset > (uint64_t)INT64_MAX)
         return pacs_err_set(err, PACS_EINVAL, "index: size out of range");
+    for (int lv = INDEX_PATIENT; lv <= INDEX_INSTANCE; lv++)
+        uids[lv] = r->values[ix->uid_col[lv]];
+    for (int lv = INDEX_PATIENT; lv <= INDEX_INSTANCE; lv++) {
+        if (index_public_id((enum index_level)lv, uids, pub[lv]) != 0)
+            return pacs_err_set(err, PACS_ENOMEM, "index: cannot compute a public id");
+    }
 
     /* The instance first: a kept or rejected duplicate changes nothing. */
     st = ix->get[INDEX_INSTANCE];
@@ -968,17 +1100,19 @@ static int sq_insert_one(struct sq_index *ix, const struct index_record *r,
             ids[lv] = memo[lv].id;
             continue;
         }
-        if ((rc = sq_upsert(ix, lv, parent, r, &ids[lv], &old, err)) != 0)
+        if ((rc = sq_upsert(ix, lv, parent, r, pub[lv], &ids[lv], &old, &created[lv], err)) !=
+            0)
             return rc;
         memo[lv] = (struct sq_memo){.valid = true, .id = ids[lv], .parent = parent, .r = r};
         if (lv > INDEX_PATIENT)
             moved_from[lv - 1] = old;
     }
     st = inst_id ? ix->upd[INDEX_INSTANCE] : ix->ins[INDEX_INSTANCE];
+    int np = ix->n_cols[INDEX_INSTANCE] + SQ_N_INST_EXTRA;
     if ((src = sq_bind_instance(ix, st, ids[INDEX_SERIES], r)) != SQLITE_OK ||
-        (inst_id && (src = sqlite3_bind_int64(st, ix->n_cols[INDEX_INSTANCE] + 2 +
-                                                      SQ_N_INST_EXTRA,
-                                              inst_id)) != SQLITE_OK)) {
+        (inst_id && (src = sqlite3_bind_int64(st, np + 2, inst_id)) != SQLITE_OK) ||
+        (src = sqlite3_bind_text(st, inst_id ? np + 3 : np + 2, pub[INDEX_INSTANCE], -1,
+                                 SQLITE_STATIC)) != SQLITE_OK) {
         rc = sq_fail(db, src, err, "bind instance");
         sq_release(st);
         return rc;
@@ -993,6 +1127,18 @@ static int sq_insert_one(struct sq_index *ix, const struct index_record *r,
         /* Pruning may delete what the memo remembers. */
         memset(memo, 0, 3 * sizeof *memo);
         if ((rc = sq_prune(ix, lv, moved_from[lv], err)) != 0)
+            return rc;
+    }
+    /* Orthanc's order: the instance, then the entities it created, from
+     * the series up. */
+    if ((rc = sq_log_change(ix, INDEX_CHANGE_NEW_INSTANCE, INDEX_INSTANCE, pub[INDEX_INSTANCE],
+                            r->received_at, err)) != 0)
+        return rc;
+    static const enum index_change_type new_type[3] = {
+        INDEX_CHANGE_NEW_PATIENT, INDEX_CHANGE_NEW_STUDY, INDEX_CHANGE_NEW_SERIES};
+    for (int lv = INDEX_SERIES; lv >= INDEX_PATIENT; lv--) {
+        if (created[lv] &&
+            (rc = sq_log_change(ix, new_type[lv], lv, pub[lv], r->received_at, err)) != 0)
             return rc;
     }
     res->outcome = inst_id ? INDEX_REPLACED : INDEX_INSERTED;
@@ -1218,6 +1364,21 @@ static int sq_build_find(struct sq_index *ix, const struct index_query *q, struc
     for (int lv = 0; lv <= L; lv++)
         sb_printf(s, "%s%s.id", lv ? ", " : "", sq_alias[lv]);
     for (int lv = 0; lv <= L; lv++)
+        sb_printf(s, ", %s.public_id", sq_alias[lv]);
+    if (L == INDEX_INSTANCE)
+        sb_puts(s, ", i.received_at");
+    else if (!q->want_last_update)
+        sb_puts(s, ", 0");
+    else if (L == INDEX_SERIES)
+        sb_puts(s, ", (SELECT max(x.received_at) FROM instances AS x WHERE x.parent_id = se.id)");
+    else if (L == INDEX_STUDY)
+        sb_puts(s, ", (SELECT max(x.received_at) FROM instances AS x JOIN series AS y"
+                   " ON x.parent_id = y.id WHERE y.parent_id = st.id)");
+    else
+        sb_puts(s, ", (SELECT max(x.received_at) FROM instances AS x JOIN series AS y"
+                   " ON x.parent_id = y.id JOIN studies AS z ON y.parent_id = z.id"
+                   " WHERE z.parent_id = p.id)");
+    for (int lv = 0; lv <= L; lv++)
         sb_cols(s, ix, lv, sq_alias[lv]);
     if (L == INDEX_INSTANCE)
         sb_printf(s, ", i.transfer_syntax, i.blob_key, i.size, i.ds_offset, i.sha256%s",
@@ -1253,6 +1414,18 @@ static int sq_build_find(struct sq_index *ix, const struct index_query *q, struc
                                 index_main_tags[c->col].column);
         if ((rc = sq_cond_sql(s, p, c, err)) != 0)
             return rc;
+    }
+    if (q->public_id) {
+        sb_printf(s, " AND %s.public_id = ?", sq_alias[L]);
+        if ((rc = sq_param_add(p, q->public_id, NULL)) != 0)
+            return pacs_err_set(err, rc, "index: out of memory");
+    }
+    if (q->parent_public_id) {
+        if (L == INDEX_PATIENT)
+            return pacs_err_set(err, PACS_EINVAL, "index: patients have no parent");
+        sb_printf(s, " AND %s.public_id = ?", sq_alias[L - 1]);
+        if ((rc = sq_param_add(p, q->parent_public_id, NULL)) != 0)
+            return pacs_err_set(err, rc, "index: out of memory");
     }
     /* Only when asked: a range on the id can make the planner walk the
      * whole table in id order instead of using the conditions' indexes. */
@@ -1451,11 +1624,14 @@ static int sq_find(struct index *base, const struct index_query *q, index_row_cb
     while ((src = sqlite3_step(st)) == SQLITE_ROW) {
         struct index_row row;
         int64_t ids[4] = {0};
-        int col = L + 1;
+        int col = 2 * (L + 1) + 1;
         memset(&row, 0, sizeof row);
         row.level = q->level;
-        for (int lv = 0; lv <= L; lv++)
+        for (int lv = 0; lv <= L; lv++) {
             ids[lv] = sqlite3_column_int64(st, lv);
+            row.public_ids[lv] = (const char *)sqlite3_column_text(st, L + 1 + lv);
+        }
+        row.last_update = sqlite3_column_int64(st, 2 * (L + 1));
         row.id = ids[L];
         for (int lv = 0; lv <= L; lv++) {
             for (int j = 0; j < ix->n_cols[lv]; j++, col++)
@@ -1568,12 +1744,253 @@ out:
     return rc;
 }
 
+/* --- delete and the change log ---------------------------------------------- */
+
+/* " FROM <level from> AS a JOIN ... <level to>": the descendants at `to` of
+ * the entity at `from`, whose id is the statement's ?1. */
+static void sb_chain(struct sb *s, int from, int to)
+{
+    sb_printf(s, " FROM %s AS %s", sq_table[from], sq_alias[from]);
+    for (int lv = from + 1; lv <= to; lv++)
+        sb_printf(s, " JOIN %s AS %s ON %s.parent_id = %s.id", sq_table[lv], sq_alias[lv],
+                  sq_alias[lv], sq_alias[lv - 1]);
+    sb_printf(s, " WHERE %s.id = ?1", sq_alias[from]);
+}
+
+static int sq_keys_add(struct index_deleted *d, size_t *cap, const char *key)
+{
+    if (d->n_blob_keys == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        char(*nk)[65] = realloc(d->blob_keys, nc * sizeof *nk);
+        if (!nk)
+            return PACS_ENOMEM;
+        d->blob_keys = nk;
+        *cap = nc;
+    }
+    size_t n = strnlen(key, 64);
+    memcpy(d->blob_keys[d->n_blob_keys], key, n);
+    d->blob_keys[d->n_blob_keys][n] = '\0';
+    d->n_blob_keys++;
+    return 0;
+}
+
+/* One statement, run to completion with ?1 = id (an ad hoc statement:
+ * deletes are rare, their SQL is not worth caching). */
+static int sq_exec_id(sqlite3 *db, struct sb *s, int64_t id, struct pacs_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sq_prepare_sb(db, s, &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    rc = sq_run(db, st, err, "delete");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_delete_locked(struct sq_index *ix, int L, const char *public_id, int64_t now,
+                            struct index_deleted *out, struct pacs_err *err)
+{
+    sqlite3 *db = ix->wdb;
+    sqlite3_stmt *st = NULL;
+    struct sb s = {0};
+    int64_t id = 0, parent = 0;
+    size_t cap = 0;
+    int src, rc = 0;
+
+    sb_printf(&s, "SELECT id, %s FROM %s WHERE public_id = ?1",
+              L > INDEX_PATIENT ? "parent_id" : "0", sq_table[L]);
+    if ((rc = sq_prepare_sb(db, &s, &st, err)) != 0)
+        goto out;
+    sqlite3_bind_text(st, 1, public_id, -1, SQLITE_STATIC);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        id = sqlite3_column_int64(st, 0);
+        parent = sqlite3_column_int64(st, 1);
+    } else if (src == SQLITE_DONE) {
+        rc = pacs_err_set(err, PACS_ENOTFOUND, "no %s with id %s",
+                          sq_table[L], public_id);
+        goto out;
+    } else {
+        rc = sq_fail(db, src, err, "delete");
+        goto out;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+
+    /* Deleted changes and blob keys, from the instances up to the entity. */
+    for (int M = INDEX_INSTANCE; M >= L; M--) {
+        sb_printf(&s, "SELECT %s.public_id%s", sq_alias[M], M == INDEX_INSTANCE ? ", i.blob_key" : "");
+        sb_chain(&s, L, M);
+        sb_printf(&s, " ORDER BY %s.id", sq_alias[M]);
+        if ((rc = sq_prepare_sb(db, &s, &st, err)) != 0)
+            goto out;
+        sqlite3_bind_int64(st, 1, id);
+        while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *pid = (const char *)sqlite3_column_text(st, 0);
+            if ((rc = sq_log_change(ix, INDEX_CHANGE_DELETED, M, pid ? pid : "", now, err)) != 0)
+                goto out;
+            const char *key = (const char *)sqlite3_column_text(st, 1);
+            if (M == INDEX_INSTANCE && key && (rc = sq_keys_add(out, &cap, key)) != 0) {
+                pacs_err_set(err, rc, "index: out of memory");
+                goto out;
+            }
+        }
+        if (src != SQLITE_DONE) {
+            rc = sq_fail(db, src, err, "delete");
+            goto out;
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+    /* Rows, children first (foreign keys). */
+    for (int M = INDEX_INSTANCE; M > L; M--) {
+        sb_printf(&s, "DELETE FROM %s WHERE id IN (SELECT %s.id", sq_table[M], sq_alias[M]);
+        sb_chain(&s, L, M);
+        sb_puts(&s, ")");
+        if ((rc = sq_exec_id(db, &s, id, err)) != 0)
+            goto out;
+    }
+    sb_printf(&s, "DELETE FROM %s WHERE id = ?1", sq_table[L]);
+    if ((rc = sq_exec_id(db, &s, id, err)) != 0)
+        goto out;
+
+    /* Ancestors left empty go too; the first one with children remains. */
+    out->ancestor_level = -1;
+    for (int lv = L - 1; lv >= INDEX_PATIENT; lv--) {
+        sb_printf(&s, "SELECT public_id, %s, EXISTS (SELECT 1 FROM %s WHERE parent_id = ?1)"
+                      " FROM %s WHERE id = ?1",
+                  lv > INDEX_PATIENT ? "parent_id" : "0", sq_table[lv + 1], sq_table[lv]);
+        if ((rc = sq_prepare_sb(db, &s, &st, err)) != 0)
+            goto out;
+        sqlite3_bind_int64(st, 1, parent);
+        src = sqlite3_step(st);
+        if (src != SQLITE_ROW) {
+            rc = sq_fail(db, src == SQLITE_DONE ? SQLITE_CORRUPT : src, err, "delete parent");
+            goto out;
+        }
+        const char *pid = (const char *)sqlite3_column_text(st, 0);
+        int64_t up = sqlite3_column_int64(st, 1);
+        if (sqlite3_column_int(st, 2)) {
+            size_t n = pid ? strnlen(pid, INDEX_PUBLIC_ID_LEN) : 0;
+            if (n)
+                memcpy(out->ancestor_id, pid, n);
+            out->ancestor_id[n] = '\0';
+            out->ancestor_level = lv;
+            break;
+        }
+        if ((rc = sq_log_change(ix, INDEX_CHANGE_DELETED, lv, pid ? pid : "", now, err)) != 0)
+            goto out;
+        sqlite3_finalize(st);
+        st = NULL;
+        sb_printf(&s, "DELETE FROM %s WHERE id = ?1", sq_table[lv]);
+        if ((rc = sq_exec_id(db, &s, parent, err)) != 0)
+            goto out;
+        parent = up;
+    }
+out:
+    sqlite3_finalize(st);
+    dynbuf_free(&s.b);
+    return rc;
+}
+
+static int sq_delete_entity(struct index *base, enum index_level level, const char *id,
+                            int64_t now, struct index_deleted *out, struct pacs_err *err)
+{
+    struct sq_index *ix = (struct sq_index *)base;
+    int rc;
+    memset(out, 0, sizeof *out);
+    out->ancestor_level = -1;
+    if ((unsigned)level > INDEX_INSTANCE || !id)
+        return pacs_err_set(err, PACS_EINVAL, "index: bad delete");
+    pthread_mutex_lock(&ix->wmu);
+    if ((rc = sq_txn(ix, W_BEGIN, err)) == 0) {
+        rc = sq_delete_locked(ix, (int)level, id, now, out, err);
+        if (rc == 0)
+            rc = sq_txn(ix, W_COMMIT, err);
+        if (rc && !sqlite3_get_autocommit(ix->wdb))
+            sq_txn(ix, W_ROLLBACK, NULL);
+    }
+    pthread_mutex_unlock(&ix->wmu);
+    if (rc) {
+        index_deleted_free(out);
+        out->ancestor_level = -1;
+        out->ancestor_id[0] = '\0';
+    }
+    return rc;
+}
+
+static int sq_changes(struct index *base, int64_t since, size_t limit, index_change_cb cb,
+                      void *ctx, struct pacs_err *err)
+{
+    struct sq_index *ix = (struct sq_index *)base;
+    struct sq_conn *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int src, rc;
+    if (!cb)
+        return pacs_err_set(err, PACS_EINVAL, "index: no callback");
+    if ((rc = sq_reader_get(ix, &c, err)) != 0)
+        return rc;
+    if ((rc = sq_cached(c,
+                        "SELECT seq, change_type, level, public_id, time FROM changes"
+                        " WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                        &st, err)) != 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, since);
+    sqlite3_bind_int64(st, 2, limit == 0 || limit > (size_t)INT64_MAX ? -1 : (int64_t)limit);
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        struct index_change ch = {
+            .seq = sqlite3_column_int64(st, 0),
+            .type = (enum index_change_type)sqlite3_column_int(st, 1),
+            .level = (enum index_level)sqlite3_column_int(st, 2),
+            .public_id = (const char *)sqlite3_column_text(st, 3),
+            .time = sqlite3_column_int64(st, 4),
+        };
+        if (!ch.public_id)
+            ch.public_id = "";
+        if ((rc = cb(ctx, &ch)) != 0)
+            goto out;
+    }
+    if (src != SQLITE_DONE)
+        rc = sq_fail(c->db, src, err, "changes");
+out:
+    sq_release(st);
+    sq_reader_put(ix, c);
+    return rc;
+}
+
+static int sq_last_change(struct index *base, int64_t *out, struct pacs_err *err)
+{
+    struct sq_index *ix = (struct sq_index *)base;
+    struct sq_conn *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int src, rc;
+    *out = 0;
+    if ((rc = sq_reader_get(ix, &c, err)) != 0)
+        return rc;
+    if ((rc = sq_cached(c, "SELECT coalesce(max(seq), 0) FROM changes", &st, err)) != 0)
+        goto out;
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    else
+        rc = sq_fail(c->db, src, err, "last change");
+out:
+    sq_release(st);
+    sq_reader_put(ix, c);
+    return rc;
+}
+
 const struct index_ops index_sqlite_ops = {
     .name = "sqlite",
+    .schema_version = SQ_SCHEMA_VERSION,
     .open = sq_open,
     .close = sq_close,
     .insert_batch = sq_insert_batch,
     .find = sq_find,
     .has_blob = sq_has_blob,
     .stats = sq_stats,
+    .delete_entity = sq_delete_entity,
+    .changes = sq_changes,
+    .last_change = sq_last_change,
 };

@@ -8,6 +8,10 @@
  */
 #include "store/index.h"
 
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "dicom/dict.h"
 #include "dicom/vr.h"
 
@@ -30,6 +34,7 @@ const struct index_tag index_main_tags[] = {
     T(STUDY, 0x0008, 0x0080, LO, "institution_name"),
     T(STUDY, 0x0032, 0x1060, LO, "requested_procedure_description"),
     T(STUDY, 0x0032, 0x1032, PN, "requesting_physician"),
+    T(STUDY, 0x0008, 0x0201, SH, "timezone_offset_from_utc"),
 
     T(SERIES, 0x0020, 0x000E, UI, "series_instance_uid"),
     T(SERIES, 0x0008, 0x0060, CS, "modality"),
@@ -67,6 +72,10 @@ const struct index_tag index_main_tags[] = {
     T(INSTANCE, 0x0008, 0x0022, DA, "acquisition_date"),
     T(INSTANCE, 0x0008, 0x0032, TM, "acquisition_time"),
     T(INSTANCE, 0x0020, 0x4000, LT, "image_comments"),
+    T(INSTANCE, 0x0054, 0x1330, US, "image_index"),
+    T(INSTANCE, 0x0028, 0x0010, US, "rows"),
+    T(INSTANCE, 0x0028, 0x0011, US, "columns"),
+    T(INSTANCE, 0x0028, 0x0100, US, "bits_allocated"),
 };
 
 const size_t index_n_main_tags = sizeof index_main_tags / sizeof index_main_tags[0];
@@ -81,4 +90,52 @@ int index_tag_find(uint32_t tag)
             return (int)i;
     }
     return -1;
+}
+
+int index_public_id(enum index_level level, const char *const uids[4],
+                    char out[INDEX_PUBLIC_ID_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    int rc = 0;
+    out[0] = '\0';
+    if ((unsigned)level > INDEX_INSTANCE)
+        return PACS_EINVAL;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    if (!c || EVP_DigestInit_ex(c, EVP_sha1(), NULL) != 1) {
+        rc = PACS_ENOMEM;
+        goto out;
+    }
+    for (int lv = 0; lv <= (int)level; lv++) {
+        const char *u = uids[lv] ? uids[lv] : "";
+        if ((lv && EVP_DigestUpdate(c, "|", 1) != 1) || EVP_DigestUpdate(c, u, strlen(u)) != 1) {
+            rc = PACS_ENOMEM;
+            goto out;
+        }
+    }
+    if (EVP_DigestFinal_ex(c, md, &mdlen) != 1 || mdlen != 20) {
+        rc = PACS_ENOMEM;
+        goto out;
+    }
+    size_t o = 0;
+    for (unsigned k = 0; k < 20; k++) {
+        if (k && k % 4 == 0)
+            out[o++] = '-';
+        out[o++] = hex[md[k] >> 4];
+        out[o++] = hex[md[k] & 15];
+    }
+    out[o] = '\0';
+out:
+    EVP_MD_CTX_free(c);
+    return rc;
+}
+
+void index_deleted_free(struct index_deleted *d)
+{
+    if (!d)
+        return;
+    free(d->blob_keys);
+    d->blob_keys = NULL;
+    d->n_blob_keys = 0;
 }

@@ -77,6 +77,13 @@ struct pacs_config {
     struct {
         uint16_t port; /* "http.port", default 8042 */
         bool enabled;  /* "http.enabled", default true */
+        /* seconds, "http.header_timeout", default 30: from a connection's
+         * start (or the end of its previous response) to the end of the
+         * request headers; also the grace before min_upload_rate counts. */
+        unsigned header_timeout;
+        /* bytes/s, "http.min_upload_rate", default 1024, 0 = off: a request
+         * body slower than this on average is cut with 408. */
+        uint32_t min_upload_rate;
         /* "http.cors_origin", default "" (CORS off): the value of
          * Access-Control-Allow-Origin, "*" or one origin
          * ("https://viewer.example.org"). */

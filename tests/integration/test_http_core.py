@@ -25,6 +25,11 @@ http.client and raw sockets:
   request_id), warn for a 5xx;
 - SIGTERM with a keep-alive connection and a half-sent request open: exit 0
   within a few seconds, no sanitizer report.
+gzip: a large JSON answer compressed when Accept-Encoding takes gzip (and
+only then), a DICOM file never.
+A second pacsd with http.header_timeout 2 and http.cors_origin set: a
+client trickling its headers gets a 408 after ~2 s; CORS headers on every
+response, and OPTIONS preflights answered 204 with the path's methods.
 Also: http.enabled=false leaves the port closed, and an HTTP port in use
 stops start-up with an error that names it.
 
@@ -215,6 +220,142 @@ def test_slow_client(port):
     checks.ok(got.startswith(b"HTTP/1.1 200"), "slow client answered when done", got[:30])
 
 
+def recv_all(s, limit=10.0):
+    s.settimeout(limit)
+    got = b""
+    try:
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            got += b
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return got
+
+
+def test_timeouts_and_cors():
+    """http.header_timeout cuts a client trickling its headers with a 408;
+    CORS headers and preflights when http.cors_origin is set."""
+    p = h.Pacsd(config={"http": {"header_timeout": 2, "min_upload_rate": 1000,
+                                 "cors_origin": "https://viewer.example"}})
+    try:
+        port = p.http_port
+        h.wait_port(port, proc=p.p)
+        # A byte a second: cut with a 408 after ~2 s, not when the headers end.
+        s = socket.create_connection(("127.0.0.1", port), 10)
+        t = time.time()
+        req = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+        cut = None
+        for i in range(len(req)):
+            try:
+                s.sendall(req[i:i + 1])
+            except OSError:
+                cut = time.time() - t
+                break
+            s.settimeout(1.0)
+            try:
+                b = s.recv(4096)
+            except socket.timeout:
+                continue
+            cut = time.time() - t
+            got = b + recv_all(s, 2)
+            break
+        s.close()
+        checks.ok(cut is not None and 1.5 < cut < 5.0, "trickled headers cut near 2 s",
+                  "after %s s" % cut)
+        checks.ok(got.startswith(b"HTTP/1.1 408 "), "408 for trickled headers", got[:40])
+        body = json_of(got.split(b"\r\n\r\n", 1)[-1]) or {}
+        checks.eq(body.get("status"), 408, "408 body status")
+        checks.ok("http.header_timeout" in body.get("error", ""), "408 says why", body)
+        # An idle keep-alive connection is closed the same way; a busy one is not.
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        st = request(port, "GET", "/health/live", conn=c)[0]
+        checks.eq(st, 200, "keep-alive request before idling")
+        time.sleep(1)
+        st = request(port, "GET", "/health/live", conn=c)[0]
+        checks.eq(st, 200, "keep-alive request within the header timeout")
+        c.close()
+        checks.eq(request(port, "GET", "/health/live")[0], 200, "serving after the cuts")
+
+        # A body trickled below http.min_upload_rate: 408 once the grace
+        # (http.header_timeout) is over, answered in mid-body.
+        s = socket.create_connection(("127.0.0.1", port), 10)
+        s.sendall(b"POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                  b"Content-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\n"
+                  b"\r\n--b\r\n")
+        t = time.time()
+        got = b""
+        while time.time() - t < 8 and not got:
+            try:
+                s.sendall(b"x")
+            except OSError:
+                break
+            s.settimeout(0.5)
+            try:
+                got = s.recv(4096)
+            except socket.timeout:
+                pass
+        got += recv_all(s, 2)
+        s.close()
+        checks.ok(got.startswith(b"HTTP/1.1 408 "), "408 for a trickled body", got[:40])
+        body = json_of(got.split(b"\r\n\r\n", 1)[-1]) or {}
+        checks.ok("http.min_upload_rate" in body.get("error", ""), "body 408 says why", body)
+        checks.ok(2.0 < time.time() - t < 6.0, "trickled body cut after the grace",
+                  "%.1f s" % (time.time() - t))
+        checks.eq(request(port, "GET", "/health/live")[0], 200, "serving after the body cut")
+
+        origin = {"Origin": "https://viewer.example"}
+        st, hd, body = request(port, "GET", "/health/live", origin)
+        checks.eq(hd.get("access-control-allow-origin"), "https://viewer.example", "CORS origin")
+        checks.ok("Origin" in hd.get("vary", ""), "CORS: Vary Origin", hd.get("vary"))
+        st, hd, body = request(port, "GET", "/nope", origin)
+        checks.eq(hd.get("access-control-allow-origin"), "https://viewer.example",
+                  "CORS origin on errors")
+        st, hd, body = request(port, "OPTIONS", "/health/ready",
+                               dict(origin, **{"Access-Control-Request-Method": "GET",
+                                               "Access-Control-Request-Headers": "authorization"}))
+        checks.eq(st, 204, "preflight: 204")
+        checks.eq(hd.get("access-control-allow-methods"), "GET, HEAD, OPTIONS",
+                  "preflight: methods")
+        checks.eq(hd.get("access-control-allow-headers"), "authorization", "preflight: headers")
+        checks.eq(request(port, "OPTIONS", "/nope", origin)[0], 404, "preflight of nothing: 404")
+    finally:
+        p.cleanup()
+
+
+def test_compression(port):
+    """gzip for large JSON answers when asked, never otherwise."""
+    import gzip
+    path = os.path.join(os.environ.get("PYDICOM_TEST_FILES",
+                                       "/usr/lib/python3/dist-packages/pydicom/data/test_files"),
+                        "CT_small.dcm")
+    with open(path, "rb") as f:
+        data = f.read()
+    st, hd, body = request(port, "POST", "/instances", {"Content-Type": "application/dicom"}, data)
+    checks.eq(st, 200, "upload for the compression checks")
+    iid = (json_of(body) or {}).get("ID", "")
+    url = "/instances/%s/tags" % iid
+    st, hd, plain = request(port, "GET", url)
+    checks.eq(st, 200, "tags without Accept-Encoding")
+    checks.ok("content-encoding" not in hd, "not compressed unless asked")
+    checks.ok(len(plain) > 1024, "tags answer is large enough to compress", len(plain))
+    for ae in ("gzip", "deflate, gzip;q=0.5", "*"):
+        st, hd, z = request(port, "GET", url, {"Accept-Encoding": ae})
+        checks.eq(hd.get("content-encoding"), "gzip", "gzip for Accept-Encoding: " + ae)
+        checks.ok("Accept-Encoding" in hd.get("vary", ""), "Vary: Accept-Encoding", hd.get("vary"))
+        try:
+            checks.eq(gzip.decompress(z), plain, "gzip body decompresses to the plain one")
+        except OSError as e:
+            checks.ok(False, "gzip body decompresses", str(e))
+        checks.ok(len(z) < len(plain) / 2, "gzip shrinks JSON", "%d -> %d" % (len(plain), len(z)))
+    for ae in ("gzip;q=0", "identity", "br"):
+        st, hd, b = request(port, "GET", url, {"Accept-Encoding": ae})
+        checks.ok("content-encoding" not in hd and b == plain, "no gzip for " + ae)
+    st, hd, b = request(port, "GET", "/instances/%s/file" % iid, {"Accept-Encoding": "gzip"})
+    checks.ok("content-encoding" not in hd and b == data, "DICOM files go as stored")
+
+
 def test_readiness_failure(p):
     port = p.http_port
     files = os.path.join(p.data_dir, "files")
@@ -334,6 +475,7 @@ def main():
         test_keepalive(port)
         test_concurrent(port)
         test_slow_client(port)
+        test_compression(port)
         test_readiness_failure(p)
         rid = "log-check-1"
         request(port, "GET", "/health/live", {"X-Request-Id": rid})
@@ -343,6 +485,7 @@ def main():
     finally:
         p.cleanup()
     test_disabled_and_port_in_use()
+    test_timeouts_and_cors()
     print("took %.1f s" % (time.time() - t0))
     checks.finish()
 

@@ -354,7 +354,7 @@ static void test_accept(void **state)
     }
     struct dynbuf many;
     dynbuf_init(&many, 0);
-    for (int i = 0; i <= HTTP_ACCEPT_MAX; i++)
+    for (int i = 0; i <= PACS_MAX_ACCEPT_RANGES; i++)
         assert_int_equal(dynbuf_puts(&many, "a/b,"), 0);
     assert_int_equal(http_accept_parse((const char *)many.data, &a, &err), PACS_ELIMIT);
     dynbuf_free(&many);

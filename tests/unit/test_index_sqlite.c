@@ -921,10 +921,10 @@ static void test_reopen_and_version(void **state)
     sqlite3_stmt *s;
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 1);
+    assert_int_equal(sqlite3_column_int(s, 0), 2);
     sqlite3_finalize(s);
     /* A database from a newer pacsd is refused, and left as it was. */
-    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(ops->open(f->path, &f->ix, &err), PACS_EUNSUPPORTED);
     assert_null(f->ix);
@@ -934,7 +934,7 @@ static void test_reopen_and_version(void **state)
     /* A column for a main tag the database lacks is added at open. */
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
-                                  "PRAGMA user_version = 1;"
+                                  "PRAGMA user_version = 2;"
                                   "ALTER TABLE studies DROP COLUMN study_description",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
@@ -951,6 +951,284 @@ static void test_reopen_and_version(void **state)
     struct index *bad = NULL;
     assert_int_equal(ops->open("/proc/version", &bad, &err) < 0, 1);
     assert_null(bad);
+}
+
+/* --- public ids, change log, delete ------------------------------------------- */
+
+/* Orthanc 1.10's ids for pydicom's CT_small.dcm (read from a real Orthanc:
+ * tests/integration/test_rest.py compares them live). */
+static void test_public_id_values(void **state)
+{
+    (void)state;
+    const char *uids[4] = {"1CT1", "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322",
+                           "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322",
+                           "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"};
+    static const char *const want[4] = {
+        "fa558bce-587a86d3-ad0da9b3-9d043d9d-4f5c5718",
+        "8a8cf898-ca27c490-d0c7058c-929d0581-2bbf104d",
+        "93034833-163e42c3-bc9a428b-194620cf-2c5799e5",
+        "f689ddd2-662f8fe1-8b18180d-ec2a2cee-937917af",
+    };
+    char id[INDEX_PUBLIC_ID_LEN + 1];
+    for (int lv = 0; lv < 4; lv++) {
+        assert_int_equal(index_public_id((enum index_level)lv, uids, id), 0);
+        assert_string_equal(id, want[lv]);
+    }
+    assert_int_equal(index_public_id((enum index_level)4, uids, id), PACS_EINVAL);
+}
+
+struct pubrow {
+    size_t n;
+    char ids[16][4][INDEX_PUBLIC_ID_LEN + 1];
+    int64_t last_update[16];
+};
+
+static int pub_cb(void *ctx, const struct index_row *row)
+{
+    struct pubrow *p = ctx;
+    assert_true(p->n < 16);
+    for (int lv = 0; lv <= (int)row->level; lv++)
+        copy(p->ids[p->n][lv], sizeof p->ids[p->n][lv], row->public_ids[lv]);
+    p->last_update[p->n] = row->last_update;
+    p->n++;
+    return 0;
+}
+
+static size_t find_pub(struct index *ix, enum index_level lv, const char *id, const char *parent,
+                       struct pubrow *p)
+{
+    struct pacs_err err;
+    struct index_query q = {.level = lv, .public_id = id, .parent_public_id = parent,
+                            .want_last_update = true};
+    memset(p, 0, sizeof *p);
+    assert_int_equal(ops->find(ix, &q, pub_cb, p, &err), 0);
+    return p->n;
+}
+
+struct chlog {
+    size_t n;
+    int64_t seq[64];
+    int type[64], level[64];
+    char id[64][INDEX_PUBLIC_ID_LEN + 1];
+};
+
+static int ch_cb(void *ctx, const struct index_change *c)
+{
+    struct chlog *l = ctx;
+    assert_true(l->n < 64);
+    l->seq[l->n] = c->seq;
+    l->type[l->n] = (int)c->type;
+    l->level[l->n] = (int)c->level;
+    copy(l->id[l->n], sizeof l->id[l->n], c->public_id);
+    l->n++;
+    return 0;
+}
+
+static size_t changes(struct index *ix, int64_t since, size_t limit, struct chlog *l)
+{
+    struct pacs_err err;
+    memset(l, 0, sizeof *l);
+    assert_int_equal(ops->changes(ix, since, limit, ch_cb, l, &err), 0);
+    return l->n;
+}
+
+static void test_public_ids_and_changes(void **state)
+{
+    struct fixture *f = *state;
+    struct pacs_err err;
+    struct trec t;
+    struct pubrow p;
+    struct chlog l;
+    char want[4][INDEX_PUBLIC_ID_LEN + 1];
+    const char *uids[4] = {"P1", "S1", "S1.1", "S1.1.1"};
+    for (int lv = 0; lv < 4; lv++)
+        assert_int_equal(index_public_id((enum index_level)lv, uids, want[lv]), 0);
+
+    trec_init(&t, "P1", "S1", "S1.1", "S1.1.1", "k1");
+    insert_one(f->ix, &t, INDEX_DUP_REPLACE, INDEX_INSERTED);
+    /* Every level's row holds its id and its parents'. */
+    for (int lv = 0; lv < 4; lv++) {
+        assert_int_equal(find_pub(f->ix, (enum index_level)lv, want[lv], NULL, &p), 1);
+        for (int k = 0; k <= lv; k++)
+            assert_string_equal(p.ids[0][k], want[k]);
+        assert_int_equal(p.last_update[0], 1700000000);
+    }
+    assert_int_equal(find_pub(f->ix, INDEX_STUDY, "nope", NULL, &p), 0);
+    /* Children by the parent's id. */
+    trec_init(&t, "P1", "S1", "S1.1", "S1.1.2", "k2");
+    t.r.received_at = 1700000100;
+    insert_one(f->ix, &t, INDEX_DUP_REPLACE, INDEX_INSERTED);
+    assert_int_equal(find_pub(f->ix, INDEX_INSTANCE, NULL, want[INDEX_SERIES], &p), 2);
+    assert_int_equal(find_pub(f->ix, INDEX_SERIES, NULL, want[INDEX_STUDY], &p), 1);
+    assert_int_equal(p.last_update[0], 1700000100);
+    assert_int_equal(find_pub(f->ix, INDEX_STUDY, NULL, want[INDEX_INSTANCE], &p), 0);
+    struct index_query bad = {.level = INDEX_PATIENT, .parent_public_id = "x"};
+    assert_int_equal(ops->find(f->ix, &bad, pub_cb, &p, &err), PACS_EINVAL);
+
+    /* The log: NewInstance, NewSeries, NewStudy, NewPatient; then only
+     * NewInstance; a replace is a NewInstance too; a kept duplicate is
+     * nothing. */
+    assert_int_equal(changes(f->ix, 0, 0, &l), 5);
+    int types[5] = {INDEX_CHANGE_NEW_INSTANCE, INDEX_CHANGE_NEW_SERIES, INDEX_CHANGE_NEW_STUDY,
+                    INDEX_CHANGE_NEW_PATIENT, INDEX_CHANGE_NEW_INSTANCE};
+    for (int k = 0; k < 5; k++) {
+        assert_int_equal(l.type[k], types[k]);
+        if (k)
+            assert_true(l.seq[k] > l.seq[k - 1]);
+    }
+    assert_string_equal(l.id[0], want[INDEX_INSTANCE]);
+    assert_int_equal(l.level[3], INDEX_PATIENT);
+    assert_string_equal(l.id[3], want[INDEX_PATIENT]);
+    trec_init(&t, "P1", "S1", "S1.1", "S1.1.1", "k3");
+    insert_one(f->ix, &t, INDEX_DUP_KEEP, INDEX_KEPT);
+    insert_one(f->ix, &t, INDEX_DUP_REPLACE, INDEX_REPLACED);
+    assert_int_equal(changes(f->ix, 0, 0, &l), 6);
+    assert_int_equal(l.type[5], INDEX_CHANGE_NEW_INSTANCE);
+    assert_int_equal(changes(f->ix, l.seq[3], 0, &l), 2);
+    assert_int_equal(changes(f->ix, 0, 3, &l), 3);
+    int64_t last;
+    assert_int_equal(ops->last_change(f->ix, &last, &err), 0);
+    assert_int_equal(changes(f->ix, last - 1, 0, &l), 1);
+    assert_int_equal(l.seq[0], last);
+}
+
+static void test_delete_levels(void **state)
+{
+    struct fixture *f = *state;
+    struct pacs_err err;
+    struct index_deleted d;
+    struct index_stats st;
+    struct trec t;
+    struct pubrow p;
+    struct chlog l;
+    char sop[8][16], key[8][16];
+    /* P1: study S1 (series A: 2 instances, series B: 1), study S2 (1). */
+    const char *study[4] = {"S1", "S1", "S1", "S2"};
+    const char *series[4] = {"S1.A", "S1.A", "S1.B", "S2.A"};
+    for (int k = 0; k < 4; k++) {
+        fmt(sop[k], sizeof sop[k], "I%d", k);
+        fmt(key[k], sizeof key[k], "key%d", k);
+        trec_init(&t, "P1", study[k], series[k], sop[k], key[k]);
+        insert_one(f->ix, &t, INDEX_DUP_REPLACE, INDEX_INSERTED);
+    }
+    char id[INDEX_PUBLIC_ID_LEN + 1];
+    const char *u[4] = {"P1", "S1", "S1.A", "I0"};
+    int64_t last0;
+    assert_int_equal(ops->last_change(f->ix, &last0, &err), 0);
+
+    /* An instance with a sibling: the series remains. */
+    assert_int_equal(index_public_id(INDEX_INSTANCE, u, id), 0);
+    assert_int_equal(ops->delete_entity(f->ix, INDEX_INSTANCE, id, 1800000000, &d, &err), 0);
+    assert_int_equal(d.n_blob_keys, 1);
+    assert_string_equal(d.blob_keys[0], "key0");
+    assert_int_equal(d.ancestor_level, INDEX_SERIES);
+    char want[INDEX_PUBLIC_ID_LEN + 1];
+    assert_int_equal(index_public_id(INDEX_SERIES, u, want), 0);
+    assert_string_equal(d.ancestor_id, want);
+    index_deleted_free(&d);
+    assert_int_equal(changes(f->ix, last0, 0, &l), 1);
+    assert_int_equal(l.type[0], INDEX_CHANGE_DELETED);
+    assert_string_equal(l.id[0], id);
+    /* Again: not found, nothing changed. */
+    assert_int_equal(ops->delete_entity(f->ix, INDEX_INSTANCE, id, 1800000000, &d, &err),
+                     PACS_ENOTFOUND);
+    assert_null(d.blob_keys);
+
+    /* The last instance of series A: the series goes, the study remains. */
+    u[3] = "I1";
+    assert_int_equal(index_public_id(INDEX_INSTANCE, u, id), 0);
+    assert_int_equal(ops->delete_entity(f->ix, INDEX_INSTANCE, id, 1800000000, &d, &err), 0);
+    assert_int_equal(d.ancestor_level, INDEX_STUDY);
+    index_deleted_free(&d);
+    assert_int_equal(index_public_id(INDEX_SERIES, u, id), 0);
+    assert_int_equal(find_pub(f->ix, INDEX_SERIES, id, NULL, &p), 0);
+
+    /* A study with a series and an instance: both below go, with it. */
+    assert_int_equal(index_public_id(INDEX_STUDY, u, id), 0);
+    assert_int_equal(ops->last_change(f->ix, &last0, &err), 0);
+    assert_int_equal(ops->delete_entity(f->ix, INDEX_STUDY, id, 1800000000, &d, &err), 0);
+    assert_int_equal(d.n_blob_keys, 1);
+    assert_string_equal(d.blob_keys[0], "key2");
+    assert_int_equal(d.ancestor_level, INDEX_PATIENT);
+    index_deleted_free(&d);
+    assert_int_equal(changes(f->ix, last0, 0, &l), 3);
+    assert_int_equal(l.level[0], INDEX_INSTANCE);
+    assert_int_equal(l.level[1], INDEX_SERIES);
+    assert_int_equal(l.level[2], INDEX_STUDY);
+
+    /* The patient: everything; no ancestor remains. */
+    assert_int_equal(index_public_id(INDEX_PATIENT, u, id), 0);
+    assert_int_equal(ops->delete_entity(f->ix, INDEX_PATIENT, id, 1800000000, &d, &err), 0);
+    assert_int_equal(d.n_blob_keys, 1);
+    assert_string_equal(d.blob_keys[0], "key3");
+    assert_int_equal(d.ancestor_level, -1);
+    index_deleted_free(&d);
+    assert_int_equal(ops->stats(f->ix, &st, &err), 0);
+    assert_int_equal(st.patients + st.studies + st.series + st.instances, 0);
+
+    /* The series as the top of a delete that empties the patient too. */
+    trec_init(&t, "P2", "T1", "T1.A", "J0", "kj0");
+    insert_one(f->ix, &t, INDEX_DUP_REPLACE, INDEX_INSERTED);
+    const char *v[4] = {"P2", "T1", "T1.A", NULL};
+    assert_int_equal(index_public_id(INDEX_SERIES, v, id), 0);
+    assert_int_equal(ops->last_change(f->ix, &last0, &err), 0);
+    assert_int_equal(ops->delete_entity(f->ix, INDEX_SERIES, id, 1800000000, &d, &err), 0);
+    assert_int_equal(d.ancestor_level, -1);
+    index_deleted_free(&d);
+    assert_int_equal(changes(f->ix, last0, 0, &l), 4);
+    assert_int_equal(ops->stats(f->ix, &st, &err), 0);
+    assert_int_equal(st.patients, 0);
+}
+
+/* A version-1 database (no public ids, no change log, no Rows column) is
+ * migrated: ids computed for its rows, Rows filled from the metadata. */
+static void test_migrate_from_v1(void **state)
+{
+    struct fixture *f = *state;
+    struct trec t;
+    struct pubrow p;
+    struct chlog l;
+    sqlite3 *db;
+    trec_init(&t, "P1", "S1", "S1.1", "S1.1.1", "k1");
+    fmt(t.meta, sizeof t.meta, "{\"00280010\":{\"vr\":\"US\",\"Value\":[512]}}");
+    t.r.metadata_len = strlen(t.meta);
+    insert_one(f->ix, &t, INDEX_DUP_REPLACE, INDEX_INSERTED);
+    ops->close(f->ix);
+    f->ix = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    const char *down =
+        "DROP INDEX patients_public_id; DROP INDEX studies_public_id;"
+        " DROP INDEX series_public_id; DROP INDEX instances_public_id;"
+        " ALTER TABLE patients DROP COLUMN public_id; ALTER TABLE studies DROP COLUMN public_id;"
+        " ALTER TABLE series DROP COLUMN public_id; ALTER TABLE instances DROP COLUMN public_id;"
+        " ALTER TABLE instances DROP COLUMN rows; DROP TABLE changes;"
+        " PRAGMA user_version = 1";
+    char *msg = NULL;
+    int src = sqlite3_exec(db, down, NULL, NULL, &msg);
+    if (src != SQLITE_OK)
+        fprintf(stderr, "downgrade: %s\n", msg);
+    sqlite3_free(msg);
+    sqlite3_close(db);
+    assert_int_equal(src, SQLITE_OK);
+
+    struct pacs_err err;
+    assert_int_equal(ops->open(f->path, &f->ix, &err), 0);
+    const char *uids[4] = {"P1", "S1", "S1.1", "S1.1.1"};
+    char id[INDEX_PUBLIC_ID_LEN + 1];
+    assert_int_equal(index_public_id(INDEX_INSTANCE, uids, id), 0);
+    assert_int_equal(find_pub(f->ix, INDEX_INSTANCE, id, NULL, &p), 1);
+    assert_int_equal(index_public_id(INDEX_STUDY, uids, id), 0);
+    assert_int_equal(find_pub(f->ix, INDEX_STUDY, id, NULL, &p), 1);
+    struct coll *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    assert_int_equal(find(f->ix, INDEX_INSTANCE, NULL, 0, col(DCM_TAG(0x0028, 0x0010)), c), 1);
+    assert_string_equal(c->r[0].val, "512");
+    free(c);
+    /* The log starts empty and works. */
+    assert_int_equal(changes(f->ix, 0, 0, &l), 0);
+    trec_init(&t, "P1", "S1", "S1.1", "S1.1.2", "k2");
+    insert_one(f->ix, &t, INDEX_DUP_REPLACE, INDEX_INSERTED);
+    assert_int_equal(changes(f->ix, 0, 0, &l), 1);
 }
 
 /* --- concurrency ------------------------------------------------------------- */
@@ -1129,6 +1407,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nested_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statement_cache_churn, setup, teardown),
+        cmocka_unit_test(test_public_id_values),
+        cmocka_unit_test_setup_teardown(test_public_ids_and_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_levels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_from_v1, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
