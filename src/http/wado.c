@@ -526,6 +526,14 @@ static bool negotiate_frames(const struct http_accept *acc, bool encapsulated,
             *ts = stored_ts;
             return true;
         }
+        /* RLE by its name before PS3.18 registered image/dicom-rle, which
+         * dicomweb-client and older viewers still ask for: answered in
+         * the type asked. */
+        if (mt && !strcmp(mt, "image/dicom-rle") && !strcmp(root, "image/x-dicom-rle")) {
+            *type = "image/x-dicom-rle";
+            *ts = stored_ts;
+            return true;
+        }
         /* The compressed bytes as octet-stream: only when the client says
          * it takes any transfer syntax (or this one); without one,
          * application/octet-stream means uncompressed (PS3.18 8.7.3.3). */
