@@ -1439,13 +1439,92 @@ static int sq_build_find(struct sq_index *ix, const struct index_query *q, struc
 
 /* Computed attributes and metadata, remembered for the last entity of each
  * level (rows of one study come one after another in a series query). */
-struct sq_counts {
-    int64_t patient, study, series;
-    uint32_t n_patient_studies, n_patient_series, n_patient_instances;
-    uint32_t n_study_series, n_study_instances, n_series_instances;
-    struct dynbuf modalities, sop_classes;
-    bool has_modalities, has_sop_classes;
+/* Counts computed during one find, by entity id. A listing's rows
+ * interleave their parents (instances of several studies stored at once),
+ * so remembering only the last parent recomputed the counts on most rows.
+ * Open addressing on the id; cleared when SQ_COUNT_CACHE_MAX entries are
+ * in use, which bounds memory on a listing of many parents. */
+#define SQ_COUNT_CACHE_MAX 16384
+
+struct sq_count_entry {
+    int64_t id; /* 0: empty slot (row ids start at 1) */
+    uint32_t n[3];
+    /* Study level: ModalitiesInStudy, SOPClassesInStudy; NULL = absent. */
+    char *modalities, *sop_classes;
 };
+
+struct sq_count_cache {
+    struct sq_count_entry *slots;
+    size_t cap, used; /* cap: 0 or a power of two */
+};
+
+struct sq_counts {
+    struct sq_count_cache lv[3]; /* patient, study, series */
+};
+
+static void sq_cc_clear(struct sq_count_cache *cc)
+{
+    for (size_t i = 0; i < cc->cap; i++) {
+        free(cc->slots[i].modalities);
+        free(cc->slots[i].sop_classes);
+    }
+    free(cc->slots);
+    cc->slots = NULL;
+    cc->cap = cc->used = 0;
+}
+
+static size_t sq_cc_hash(int64_t id, size_t cap)
+{
+    return (size_t)(((uint64_t)id * 0x9e3779b97f4a7c15ull) >> 20) & (cap - 1);
+}
+
+static struct sq_count_entry *sq_cc_find(struct sq_count_cache *cc, int64_t id)
+{
+    if (!cc->cap)
+        return NULL;
+    for (size_t i = sq_cc_hash(id, cc->cap);; i = (i + 1) & (cc->cap - 1)) {
+        if (cc->slots[i].id == id)
+            return &cc->slots[i];
+        if (cc->slots[i].id == 0)
+            return NULL;
+    }
+}
+
+/* A new zeroed entry for id (not present), or NULL on no memory. */
+static struct sq_count_entry *sq_cc_add(struct sq_count_cache *cc, int64_t id)
+{
+    if (cc->used >= SQ_COUNT_CACHE_MAX)
+        sq_cc_clear(cc);
+    if (2 * (cc->used + 1) > cc->cap) {
+        size_t ncap = cc->cap ? 2 * cc->cap : 64;
+        struct sq_count_entry *ns = calloc(ncap, sizeof *ns);
+        if (!ns)
+            return NULL;
+        for (size_t i = 0; i < cc->cap; i++) {
+            if (!cc->slots[i].id)
+                continue;
+            size_t j = sq_cc_hash(cc->slots[i].id, ncap);
+            while (ns[j].id)
+                j = (j + 1) & (ncap - 1);
+            ns[j] = cc->slots[i];
+        }
+        free(cc->slots);
+        cc->slots = ns;
+        cc->cap = ncap;
+    }
+    size_t i = sq_cc_hash(id, cc->cap);
+    while (cc->slots[i].id)
+        i = (i + 1) & (cc->cap - 1);
+    cc->slots[i].id = id;
+    cc->used++;
+    return &cc->slots[i];
+}
+
+static void sq_counts_free(struct sq_counts *k)
+{
+    for (int i = 0; i < 3; i++)
+        sq_cc_clear(&k->lv[i]);
+}
 
 static const char SQ_PATIENT_COUNTS[] =
     "SELECT (SELECT count(*) FROM studies WHERE parent_id = ?1),"
@@ -1460,86 +1539,72 @@ static uint32_t sq_u32(sqlite3_stmt *st, int col)
     return v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
 }
 
-static int sq_set_text(struct dynbuf *b, bool *has, sqlite3_stmt *st, int col)
+/* A copy of a text column, NULL for SQL NULL; false on no memory. */
+static bool sq_dup_text(sqlite3_stmt *st, int col, char **out)
 {
     const unsigned char *t = sqlite3_column_text(st, col);
-    dynbuf_reset(b);
-    *has = t != NULL;
-    return t ? dynbuf_append(b, t, (size_t)sqlite3_column_bytes(st, col)) : 0;
+    *out = t ? strndup((const char *)t, (size_t)sqlite3_column_bytes(st, col)) : NULL;
+    return !t || *out;
+}
+
+/* The cache entry of entity `id` at count level lv (0 patient, 1 study,
+ * 2 series), computing it with sql on a miss. */
+static int sq_count_entry(struct sq_conn *c, struct sq_counts *k, int lv, int64_t id,
+                          const char *sql, struct sq_count_entry **out, struct pacs_err *err)
+{
+    static const int ncols[3] = {3, 2, 1};
+    struct sq_count_entry *e = sq_cc_find(&k->lv[lv], id);
+    sqlite3_stmt *st;
+    int src, rc;
+    if (e) {
+        *out = e;
+        return 0;
+    }
+    if ((rc = sq_cached(c, sql, &st, err)) != 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    if ((src = sqlite3_step(st)) != SQLITE_ROW) {
+        rc = sq_fail(c->db, src, err, "count");
+    } else if (!(e = sq_cc_add(&k->lv[lv], id))) {
+        rc = pacs_err_set(err, PACS_ENOMEM, "index: out of memory");
+    } else {
+        for (int j = 0; j < ncols[lv]; j++)
+            e->n[j] = sq_u32(st, j);
+        if (lv == 1 && (!sq_dup_text(st, 2, &e->modalities) ||
+                        !sq_dup_text(st, 3, &e->sop_classes)))
+            rc = pacs_err_set(err, PACS_ENOMEM, "index: out of memory");
+    }
+    sq_release(st);
+    *out = e;
+    return rc;
 }
 
 static int sq_fill_counts(struct sq_index *ix, struct sq_conn *c, const int64_t ids[4], int L,
                           struct sq_counts *k, struct index_row *row, struct pacs_err *err)
 {
-    sqlite3_stmt *st;
-    int src, rc = 0;
-
-    if (ids[INDEX_PATIENT] != k->patient) {
-        if ((rc = sq_cached(c, SQ_PATIENT_COUNTS, &st, err)) != 0)
-            return rc;
-        sqlite3_bind_int64(st, 1, ids[INDEX_PATIENT]);
-        if ((src = sqlite3_step(st)) == SQLITE_ROW) {
-            k->n_patient_studies = sq_u32(st, 0);
-            k->n_patient_series = sq_u32(st, 1);
-            k->n_patient_instances = sq_u32(st, 2);
-            k->patient = ids[INDEX_PATIENT];
-        } else {
-            rc = sq_fail(c->db, src, err, "count");
-        }
-        sq_release(st);
-        if (rc)
-            return rc;
-    }
-    row->n_patient_studies = k->n_patient_studies;
-    row->n_patient_series = k->n_patient_series;
-    row->n_patient_instances = k->n_patient_instances;
-
-    if (L >= INDEX_STUDY && ids[INDEX_STUDY] != k->study) {
-        if ((rc = sq_cached(c, ix->study_counts_sql, &st, err)) != 0)
-            return rc;
-        sqlite3_bind_int64(st, 1, ids[INDEX_STUDY]);
-        if ((src = sqlite3_step(st)) == SQLITE_ROW) {
-            k->n_study_series = sq_u32(st, 0);
-            k->n_study_instances = sq_u32(st, 1);
-            if (sq_set_text(&k->modalities, &k->has_modalities, st, 2) != 0 ||
-                sq_set_text(&k->sop_classes, &k->has_sop_classes, st, 3) != 0)
-                rc = pacs_err_set(err, PACS_ENOMEM, "index: out of memory");
-            else
-                k->study = ids[INDEX_STUDY];
-        } else {
-            rc = sq_fail(c->db, src, err, "count");
-        }
-        sq_release(st);
-        if (rc)
-            return rc;
-    }
+    struct sq_count_entry *e;
+    int rc = sq_count_entry(c, k, 0, ids[INDEX_PATIENT], SQ_PATIENT_COUNTS, &e, err);
+    if (rc)
+        return rc;
+    row->n_patient_studies = e->n[0];
+    row->n_patient_series = e->n[1];
+    row->n_patient_instances = e->n[2];
     if (L >= INDEX_STUDY) {
-        row->n_study_series = k->n_study_series;
-        row->n_study_instances = k->n_study_instances;
+        if ((rc = sq_count_entry(c, k, 1, ids[INDEX_STUDY], ix->study_counts_sql, &e, err)) != 0)
+            return rc;
+        row->n_study_series = e->n[0];
+        row->n_study_instances = e->n[1];
         /* Empty when the study has none: the attribute is present but empty. */
-        row->modalities_in_study =
-            k->has_modalities && k->modalities.data ? (const char *)k->modalities.data : "";
-        row->sop_classes_in_study =
-            k->has_sop_classes && k->sop_classes.data ? (const char *)k->sop_classes.data : "";
+        row->modalities_in_study = e->modalities ? e->modalities : "";
+        row->sop_classes_in_study = e->sop_classes ? e->sop_classes : "";
     }
-
-    if (L >= INDEX_SERIES && ids[INDEX_SERIES] != k->series) {
-        if ((rc = sq_cached(c, "SELECT count(*) FROM instances WHERE parent_id = ?1", &st,
-                            err)) != 0)
+    if (L >= INDEX_SERIES) {
+        if ((rc = sq_count_entry(c, k, 2, ids[INDEX_SERIES],
+                                 "SELECT count(*) FROM instances WHERE parent_id = ?1", &e,
+                                 err)) != 0)
             return rc;
-        sqlite3_bind_int64(st, 1, ids[INDEX_SERIES]);
-        if ((src = sqlite3_step(st)) == SQLITE_ROW) {
-            k->n_series_instances = sq_u32(st, 0);
-            k->series = ids[INDEX_SERIES];
-        } else {
-            rc = sq_fail(c->db, src, err, "count");
-        }
-        sq_release(st);
-        if (rc)
-            return rc;
+        row->n_series_instances = e->n[0];
     }
-    if (L >= INDEX_SERIES)
-        row->n_series_instances = k->n_series_instances;
     return 0;
 }
 
@@ -1619,8 +1684,6 @@ static int sq_find(struct index *base, const struct index_query *q, index_row_cb
         (src = sqlite3_bind_int64(st, b++, off)) != SQLITE_OK)
         goto sqlfail;
 
-    dynbuf_init(&k.modalities, 0);
-    dynbuf_init(&k.sop_classes, 0);
     while ((src = sqlite3_step(st)) == SQLITE_ROW) {
         struct index_row row;
         int64_t ids[4] = {0};
@@ -1681,8 +1744,7 @@ out:
             sq_reader_put(ix, c);
         }
     }
-    dynbuf_free(&k.modalities);
-    dynbuf_free(&k.sop_classes);
+    sq_counts_free(&k);
     dynbuf_free(&s.b);
     sq_params_free(&p);
     return rc;
