@@ -22,6 +22,7 @@
 #include <openssl/evp.h>
 
 #include "archive/archive_priv.h"
+#include "dicom/dict.h"
 #include "dicom/json.h"
 #include "dicom/reader.h"
 #include "dicom/writer.h"
@@ -36,6 +37,10 @@
 #define ST_OUT_OF_RESOURCES 0xA700
 #define ST_NOT_SOP_CLASS 0xA900
 #define ST_CANNOT_UNDERSTAND 0xC000
+#define ST_CLASS_NOT_SUPPORTED 0x0122
+#define ST_TS_NOT_SUPPORTED 0xC122
+/* Every storage SOP class of the standard lives under this root. */
+#define STORAGE_CLASS_ROOT "1.2.840.10008.5.1.4.1.1."
 
 /* Binary values longer than this go to the metadata as BulkDataURI. */
 #define BULK_INLINE_MAX 1024
@@ -192,6 +197,34 @@ out:
 }
 
 /* --- begin ---------------------------------------------------------------- */
+
+bool ingest_class_accepted(const struct pacs_config *cfg, const char *uid)
+{
+    if (cfg->dicom.n_storage_sop_classes) {
+        for (size_t i = 0; i < cfg->dicom.n_storage_sop_classes; i++)
+            if (strcmp(cfg->dicom.storage_sop_classes[i], uid) == 0)
+                return true;
+        return false;
+    }
+    /* Every storage class lives under this root, including those newer
+     * than our dictionary; a few older ones are named "...Storage" only. */
+    if (strncmp(uid, STORAGE_CLASS_ROOT, strlen(STORAGE_CLASS_ROOT)) == 0)
+        return dcm_uid_valid(uid, strlen(uid));
+    const struct dcm_uid_entry *u = dcm_uid_lookup(uid, (unsigned)strlen(uid));
+    if (!u || u->type != DCM_UID_SOP_CLASS || !u->keyword)
+        return false;
+    size_t k = strlen(u->keyword);
+    return k > 7 && strcmp(u->keyword + k - 7, "Storage") == 0;
+}
+
+bool ingest_ts_accepted(const char *uid)
+{
+    static const char root[] = "1.2.840.10008.1.2.";
+    const struct dcm_uid_entry *u = dcm_uid_lookup(uid, (unsigned)strlen(uid));
+    if (u)
+        return u->type == DCM_UID_TRANSFER_SYNTAX;
+    return strncmp(uid, root, sizeof root - 1) == 0 && dcm_uid_valid(uid, strlen(uid));
+}
 
 int ingest_begin(struct archive *a, const struct ingest_source *src, struct ingest **out,
                  struct pacs_err *err)
@@ -408,6 +441,14 @@ static int check_uids(struct ingest *in, struct ingest_result *res)
             return set_fail(in, ST_NOT_SOP_CLASS, PACS_EINVAL, false,
                             "the data set has no valid %s", req[i].name);
     }
+    if (!ingest_class_accepted(archive_config(in->a), res->sop_class_uid))
+        return set_fail(in, ST_CLASS_NOT_SUPPORTED, PACS_EUNSUPPORTED, false,
+                        "SOP class %s is not one pacsd stores (dicom.storage_sop_classes)",
+                        res->sop_class_uid);
+    if (!in->raw && !ingest_ts_accepted(in->f.ts_uid))
+        return set_fail(in, ST_TS_NOT_SUPPORTED, PACS_EUNSUPPORTED, false,
+                        "transfer syntax %s is not a transfer syntax of the standard",
+                        in->f.ts_uid);
     if (in->have_expect_study && (in->expect_study_bad || strcmp(in->expect_study, res->study_uid) != 0))
         return set_fail(in, ST_NOT_SOP_CLASS, PACS_EINVAL, false,
                         "the instance belongs to study %s, not to the study %.64s of the request",

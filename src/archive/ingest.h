@@ -67,6 +67,19 @@ struct ingest_result {
     char message[256];          /* why, for failures (Error Comment) */
 };
 
+/* What the archive stores, whatever the front door (C-STORE negotiation
+ * asks the same before accepting a presentation context):
+ * - a storage SOP class: one of dicom.storage_sop_classes when that list is
+ *   set, else any valid UID under 1.2.840.10008.5.1.4.1.1. or a dictionary
+ *   SOP class named "...Storage". Otherwise status 0x0122 (SOP Class not
+ *   supported; STOW-RS FailureReason 0x0122);
+ * - a transfer syntax of the standard: in the dictionary, or a valid UID
+ *   under 1.2.840.10008.1.2. (newer syntaxes all use explicit little endian
+ *   for the data set). A private or unknown one is status 0xC122 (STOW-RS:
+ *   Referenced Transfer Syntax not supported). */
+bool ingest_class_accepted(const struct pacs_config *cfg, const char *uid);
+bool ingest_ts_accepted(const char *uid);
+
 int ingest_begin(struct archive *a, const struct ingest_source *src, struct ingest **out,
                  struct pacs_err *err);
 /* Returns 0, or a negative code once the input is known to be bad (the

@@ -19,7 +19,6 @@
 
 /* Identifiers are small; this bounds what a C-FIND/MOVE/GET may send. */
 #define SCP_MAX_IDENTIFIER PACS_MAX_IDENTIFIER_LEN
-#define SCP_STORAGE_PREFIX "1.2.840.10008.5.1.4.1.1."
 
 #define ST_SUCCESS 0x0000
 #define ST_PENDING 0xFF00
@@ -61,37 +60,6 @@ static const struct qr_class *qr_class(const char *uid)
     return NULL;
 }
 
-bool scp_is_storage_class(const struct pacs_config *cfg, const char *uid)
-{
-    if (cfg->dicom.n_storage_sop_classes) {
-        for (size_t i = 0; i < cfg->dicom.n_storage_sop_classes; i++)
-            if (strcmp(cfg->dicom.storage_sop_classes[i], uid) == 0)
-                return true;
-        return false;
-    }
-    /* Every storage class lives under this root, including those newer
-     * than our dictionary; a few older ones are named "...Storage" only. */
-    if (strncmp(uid, SCP_STORAGE_PREFIX, strlen(SCP_STORAGE_PREFIX)) == 0)
-        return dcm_uid_valid(uid, strlen(uid));
-    const struct dcm_uid_entry *u = dcm_uid_lookup(uid, (unsigned)strlen(uid));
-    if (!u || u->type != DCM_UID_SOP_CLASS || !u->keyword)
-        return false;
-    size_t k = strlen(u->keyword);
-    return k > 7 && strcmp(u->keyword + k - 7, "Storage") == 0;
-}
-
-/* A transfer syntax of the standard: in our dictionary, or under the root
- * the standard allocates them from (syntaxes newer than the dictionary all
- * use the explicit little endian encoding the reader assumes). */
-static bool standard_ts(const char *uid)
-{
-    static const char root[] = "1.2.840.10008.1.2.";
-    const struct dcm_uid_entry *u = dcm_uid_lookup(uid, (unsigned)strlen(uid));
-    if (u)
-        return u->type == DCM_UID_TRANSFER_SYNTAX;
-    return strncmp(uid, root, sizeof root - 1) == 0 && dcm_uid_valid(uid, strlen(uid));
-}
-
 int scp_choose_ts(void *ctx, const struct pdu_pc *pc, uint8_t *result)
 {
     const struct scp_env *env = ctx;
@@ -105,12 +73,12 @@ int scp_choose_ts(void *ctx, const struct pdu_pc *pc, uint8_t *result)
         *result = PDU_PC_TRANSFER_SYNTAXES_NOT_SUPPORTED;
         return -1;
     }
-    if (scp_is_storage_class(env->cfg, pc->abstract_syntax)) {
+    if (ingest_class_accepted(env->cfg, pc->abstract_syntax)) {
         /* Stored as sent, never transcoded: the requestor's first choice
          * among the syntaxes the standard defines. A private or unknown one
          * is passed over, so the requestor falls back to one we can read. */
         for (int i = 0; i < pc->n_ts; i++)
-            if (standard_ts(pc->ts[i]))
+            if (ingest_ts_accepted(pc->ts[i]))
                 return i;
         *result = PDU_PC_TRANSFER_SYNTAXES_NOT_SUPPORTED;
         return -1;
@@ -122,7 +90,7 @@ int scp_choose_ts(void *ctx, const struct pdu_pc *pc, uint8_t *result)
 bool scp_grant_scp_role(void *ctx, const char *sop_class)
 {
     const struct scp_env *env = ctx;
-    return scp_is_storage_class(env->cfg, sop_class);
+    return ingest_class_accepted(env->cfg, sop_class);
 }
 
 /* --- responses ----------------------------------------------------------- */
@@ -270,7 +238,7 @@ static int do_store(struct ul_assoc *a, const struct scp_env *env, uint8_t pc_id
         res.status = ST_IDENT_MISMATCH;
         snprintf(res.message, sizeof res.message, "C-STORE-RQ without a data set");
     } else if (strcmp(cmd->affected_sop_class, pc->abstract_syntax) != 0 ||
-               !scp_is_storage_class(env->cfg, cmd->affected_sop_class)) {
+               !ingest_class_accepted(env->cfg, cmd->affected_sop_class)) {
         res.status = ST_SOP_CLASS_NOT_SUPPORTED;
         snprintf(res.message, sizeof res.message, "SOP class %s is not accepted on this "
                  "presentation context", cmd->affected_sop_class);

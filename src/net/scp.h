@@ -35,9 +35,6 @@ struct scp_env {
 int scp_choose_ts(void *ctx, const struct pdu_pc *pc, uint8_t *result);
 bool scp_grant_scp_role(void *ctx, const char *sop_class);
 
-/* True if uid names a storage SOP class pacsd accepts under cfg. */
-bool scp_is_storage_class(const struct pacs_config *cfg, const char *uid);
-
 /* Serves the association until it ends; frees nothing (the caller owns a). */
 void scp_serve(struct ul_assoc *a, const struct scp_env *env);
 

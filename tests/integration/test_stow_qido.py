@@ -496,6 +496,46 @@ def test_limits(arc, corpus):
         srv.cleanup()
 
 
+def test_accepted(arc):
+    """What the archive stores whatever the door: a SOP class outside
+    dicom.storage_sop_classes fails with 0x0122, a private transfer syntax
+    with 0xC122; nothing of either is stored."""
+    mr = "1.2.840.10008.5.1.4.1.1.4"
+    srv = Pacsd(config={"dicom": {"storage_sop_classes": [mr]}})
+    try:
+        with open(arc.instances[0]["path"], "rb") as f:
+            ct = f.read()
+        st, _, j = stow(srv, [("application/dicom", ct)])
+        failed = seq(j, "00081198")
+        checks.eq(st, 409, "SOP class outside dicom.storage_sop_classes: 409")
+        checks.ok(len(failed) == 1 and val(failed[0], "00081197") == 0x0122 and
+                  "storage_sop_classes" in (val(failed[0], "00000902") or ""),
+                  "SOP class not accepted: FailureReason 0x0122 naming the setting", j)
+        still_fine(srv, "class not accepted", 0)
+    finally:
+        srv.cleanup()
+    srv = Pacsd()
+    try:
+        explicit = b"1.2.840.10008.1.2.1\0"
+        files = [i["path"] for i in arc.instances]
+        data = None
+        for p in files:
+            with open(p, "rb") as f:
+                b = f.read()
+            if explicit in b[:1024]:
+                data = b.replace(explicit, b"1.2.3.4.5.6.7.8.9.0\0", 1)
+                break
+        checks.ok(data is not None, "an Explicit VR LE file to make private")
+        st, _, j = stow(srv, [("application/dicom", data or b"")])
+        failed = seq(j, "00081198")
+        checks.eq(st, 409, "private transfer syntax: 409")
+        checks.ok(len(failed) == 1 and val(failed[0], "00081197") == 0xC122,
+                  "private transfer syntax: FailureReason 0xC122", j)
+        still_fine(srv, "private transfer syntax", 0)
+    finally:
+        srv.cleanup()
+
+
 # --- QIDO-RS ----------------------------------------------------------------
 
 def uids(answers, tag):
@@ -691,6 +731,7 @@ def main():
                  if i["StudyInstanceUID"] == arc.studies[2]["StudyInstanceUID"]][0]
         test_statuses(srv, arc.instances[0]["path"], other["path"])
         test_limits(arc, corpus)
+        test_accepted(arc)
         test_qido(srv, arc)
         test_qido_vs_cfind(srv)
     finally:
