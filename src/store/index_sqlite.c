@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dicom/dict.h"
 #include "dicom/vr.h"
@@ -97,6 +98,10 @@ struct sq_index {
     sqlite3_stmt *parent_of[4];
     sqlite3_stmt *del[3];
     sqlite3_stmt *chg;          /* append to the change log */
+    /* After a study (reid[0], reid[1]) or series (reid[2]) moved to another
+     * parent: the public ids of the rows below it, recomputed. */
+    sqlite3_stmt *reid[3];
+    sqlite3_stmt *pub_of[3];    /* PATIENT..SERIES: a row's public id */
 
     pthread_mutex_t pool_mu;
     struct sq_conn *idle;
@@ -312,9 +317,6 @@ static int sq_step_public_ids(struct sq_index *ix, sqlite3 *db, struct pacs_err 
 {
     struct sb s = {0};
     int rc;
-    if (sqlite3_create_function(db, "pacs_public_id", 5, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
-                                NULL, sq_fn_public_id, NULL, NULL) != SQLITE_OK)
-        return pacs_err_set(err, PACS_ENOMEM, "index: cannot register pacs_public_id");
     for (int lv = INDEX_PATIENT; lv <= INDEX_INSTANCE; lv++)
         sb_printf(&s, "ALTER TABLE %s ADD COLUMN public_id TEXT;\n", sq_table[lv]);
     /* Each level's UID chain: the row's own UID and its ancestors'. */
@@ -603,7 +605,33 @@ static int sq_prepare_writer(struct sq_index *ix, struct pacs_err *err)
             sb_printf(&s, "DELETE FROM %s WHERE id = ?1", t);
             if ((rc = sq_prepare_sb(db, &s, &ix->del[lv], err)) != 0)
                 goto out;
+            sb_printf(&s, "SELECT public_id FROM %s WHERE id = ?1", t);
+            if ((rc = sq_prepare_sb(db, &s, &ix->pub_of[lv], err)) != 0)
+                goto out;
         }
+    }
+    const char *pid = col_name(ix->uid_col[INDEX_PATIENT]);
+    const char *stu = col_name(ix->uid_col[INDEX_STUDY]);
+    const char *seu = col_name(ix->uid_col[INDEX_SERIES]);
+    const char *sop = col_name(ix->uid_col[INDEX_INSTANCE]);
+    sb_printf(&s,
+              "UPDATE series SET public_id = (SELECT pacs_public_id(2, p.%s, st.%s, series.%s,"
+              " NULL) FROM studies AS st JOIN patients AS p ON p.id = st.parent_id"
+              " WHERE st.id = series.parent_id) WHERE parent_id = ?1",
+              pid, stu, seu);
+    if ((rc = sq_prepare_sb(db, &s, &ix->reid[0], err)) != 0)
+        goto out;
+    static const char *const inst_scope[2] = {
+        "parent_id IN (SELECT id FROM series WHERE parent_id = ?1)", "parent_id = ?1"};
+    for (int k = 0; k < 2; k++) {
+        sb_printf(&s,
+                  "UPDATE instances SET public_id = (SELECT pacs_public_id(3, p.%s, st.%s, se.%s,"
+                  " instances.%s) FROM series AS se JOIN studies AS st ON st.id = se.parent_id"
+                  " JOIN patients AS p ON p.id = st.parent_id WHERE se.id = instances.parent_id)"
+                  " WHERE %s",
+                  pid, stu, seu, sop, inst_scope[k]);
+        if ((rc = sq_prepare_sb(db, &s, &ix->reid[1 + k], err)) != 0)
+            goto out;
     }
 out:
     dynbuf_free(&s.b);
@@ -743,6 +771,10 @@ static void sq_close(struct index *base)
     for (int k = 0; k < W_N_TXN; k++)
         sqlite3_finalize(ix->txn[k]);
     sqlite3_finalize(ix->chg);
+    for (int k = 0; k < 3; k++) {
+        sqlite3_finalize(ix->reid[k]);
+        sqlite3_finalize(ix->pub_of[k]);
+    }
     for (int lv = 0; lv < 4; lv++) {
         sqlite3_finalize(ix->get[lv]);
         sqlite3_finalize(ix->ins[lv]);
@@ -850,6 +882,14 @@ static int sq_open(const char *location, struct index **out, struct pacs_err *er
                       " PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536",
                       err)) != 0)
         goto out;
+    /* The migration to version 2 and the re-identification of moved rows
+     * compute public ids in SQL. */
+    if (sqlite3_create_function(ix->wdb, "pacs_public_id", 5,
+                                SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, sq_fn_public_id, NULL,
+                                NULL) != SQLITE_OK) {
+        rc = pacs_err_set(err, PACS_ENOMEM, "index: cannot register pacs_public_id");
+        goto out;
+    }
     if ((rc = sq_migrate(ix, ix->wdb, err)) != 0)
         goto out;
     if ((rc = sq_prepare_writer(ix, err)) != 0)
@@ -961,6 +1001,33 @@ static int sq_bind_instance(struct sq_index *ix, sqlite3_stmt *st, int64_t paren
     return SQLITE_OK;
 }
 
+/* Recomputes the public ids of the rows below the study or series id. */
+static int sq_reid_below(struct sq_index *ix, int lv, int64_t id, struct pacs_err *err)
+{
+    int first = lv == INDEX_STUDY ? 0 : 2, last = lv == INDEX_STUDY ? 1 : 2, rc = 0;
+    for (int k = first; k <= last && rc == 0; k++) {
+        sqlite3_stmt *st = ix->reid[k];
+        sqlite3_bind_int64(st, 1, id);
+        rc = sq_run(ix->wdb, st, err, "re-identify moved rows");
+    }
+    return rc;
+}
+
+static int sq_log_change(struct sq_index *ix, enum index_change_type type, int lv,
+                         const char *public_id, int64_t time, struct pacs_err *err)
+{
+    sqlite3_stmt *st = ix->chg;
+    int src;
+    if ((src = sqlite3_bind_int(st, 1, (int)type)) != SQLITE_OK ||
+        (src = sqlite3_bind_int(st, 2, lv)) != SQLITE_OK ||
+        (src = sqlite3_bind_text(st, 3, public_id, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (src = sqlite3_bind_int64(st, 4, time)) != SQLITE_OK) {
+        sq_release(st);
+        return sq_fail(ix->wdb, src, err, "change log");
+    }
+    return sq_run(ix->wdb, st, err, "change log");
+}
+
 /* Deletes the entity at lv (and then its parents) while it has no children
  * left: after a study, series or instance moved to another parent. */
 static int sq_prune(struct sq_index *ix, int lv, int64_t id, struct pacs_err *err)
@@ -987,9 +1054,25 @@ static int sq_prune(struct sq_index *ix, int lv, int64_t id, struct pacs_err *er
             if (src != SQLITE_ROW && src != SQLITE_DONE)
                 return sq_fail(db, src, err, "prune");
         }
+        /* Gone without a DELETE request: followers of /changes learn it
+         * as they would of one. */
+        char pub[INDEX_PUBLIC_ID_LEN + 1] = "";
+        st = ix->pub_of[lv];
+        sqlite3_bind_int64(st, 1, id);
+        if ((src = sqlite3_step(st)) == SQLITE_ROW && sqlite3_column_text(st, 0)) {
+            size_t n = strnlen((const char *)sqlite3_column_text(st, 0), INDEX_PUBLIC_ID_LEN);
+            memcpy(pub, sqlite3_column_text(st, 0), n);
+            pub[n] = '\0';
+        }
+        sq_release(st);
+        if (src != SQLITE_ROW && src != SQLITE_DONE)
+            return sq_fail(db, src, err, "prune");
         st = ix->del[lv];
         sqlite3_bind_int64(st, 1, id);
         if ((rc = sq_run(db, st, err, "prune")) != 0)
+            return rc;
+        if (pub[0] &&
+            (rc = sq_log_change(ix, INDEX_CHANGE_DELETED, lv, pub, (int64_t)time(NULL), err)) != 0)
             return rc;
         id = parent;
     }
@@ -1024,21 +1107,6 @@ static bool sq_memo_hit(const struct sq_index *ix, const struct sq_memo *m, int 
 }
 
 /* Appends one entry to the change log (inside the caller's transaction). */
-static int sq_log_change(struct sq_index *ix, enum index_change_type type, int lv,
-                         const char *public_id, int64_t time, struct pacs_err *err)
-{
-    sqlite3_stmt *st = ix->chg;
-    int src;
-    if ((src = sqlite3_bind_int(st, 1, (int)type)) != SQLITE_OK ||
-        (src = sqlite3_bind_int(st, 2, lv)) != SQLITE_OK ||
-        (src = sqlite3_bind_text(st, 3, public_id, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (src = sqlite3_bind_int64(st, 4, time)) != SQLITE_OK) {
-        sq_release(st);
-        return sq_fail(ix->wdb, src, err, "change log");
-    }
-    return sq_run(ix->wdb, st, err, "change log");
-}
-
 static int sq_insert_one(struct sq_index *ix, const struct index_record *r,
                          enum index_dup_policy dup, struct sq_memo memo[3],
                          struct index_insert_result *res, struct pacs_err *err)
@@ -1106,6 +1174,10 @@ static int sq_insert_one(struct sq_index *ix, const struct index_record *r,
         memo[lv] = (struct sq_memo){.valid = true, .id = ids[lv], .parent = parent, .r = r};
         if (lv > INDEX_PATIENT)
             moved_from[lv - 1] = old;
+        /* A study or series under another parent now: the ids below it
+         * start with other UIDs (Orthanc's ids hash the whole chain). */
+        if (old && (rc = sq_reid_below(ix, lv, ids[lv], err)) != 0)
+            return rc;
     }
     st = inst_id ? ix->upd[INDEX_INSTANCE] : ix->ins[INDEX_INSTANCE];
     int np = ix->n_cols[INDEX_INSTANCE] + SQ_N_INST_EXTRA;

@@ -327,6 +327,64 @@ static void test_changes_and_delete(void **state)
     assert_int_equal(st.instances + st.series + st.studies + st.patients, 0);
 }
 
+struct deleted {
+    size_t n;
+    int level[16];
+    char id[16][RES_ID_LEN + 1];
+};
+
+static int deleted_cb(void *ctx, const struct index_change *c)
+{
+    struct deleted *d = ctx;
+    if (c->type == INDEX_CHANGE_DELETED && d->n < 16) {
+        d->level[d->n] = (int)c->level;
+        cpy(d->id[d->n++], sizeof d->id[0], c->public_id);
+    }
+    return 0;
+}
+
+/* A study stored again under another PatientID (a corrected patient):
+ * every row below it gets the id of its new UID chain, as Orthanc
+ * computes it; the patient left empty is pruned with a Deleted change. */
+static void test_moved_study(void **state)
+{
+    (void)state;
+    struct pacs_err err = {0};
+    char id[RES_ID_LEN + 1], old_inst[RES_ID_LEN + 1], old_patient[RES_ID_LEN + 1];
+    struct got g;
+    id_of(2, INDEX_INSTANCE, old_inst);
+    id_of(0, INDEX_PATIENT, old_patient);
+    static const char *const moved[4] = {"P2", "1.2.3.1", "1.2.3.1.1", "1.2.3.1.1.9"};
+    store(moved, 300);
+    /* Instance 1.2.3.1.2.1 was not sent again: its ids follow the study. */
+    static const char *const now_u[4] = {"P2", "1.2.3.1", "1.2.3.1.2", "1.2.3.1.2.1"};
+    for (int lv = INDEX_STUDY; lv <= INDEX_INSTANCE; lv++) {
+        assert_int_equal(resources_public_id((enum index_level)lv, now_u, id), 0);
+        memset(&g, 0, sizeof g);
+        assert_int_equal(resources_get(g_ar, (enum index_level)lv, id, 0, got_cb, &g, &err), 0);
+        assert_int_equal(g.n, 1);
+    }
+    memset(&g, 0, sizeof g);
+    assert_int_equal(resources_get(g_ar, INDEX_INSTANCE, old_inst, 0, got_cb, &g, &err),
+                     PACS_ENOTFOUND);
+
+    /* The other study of P1 moves too: P1 is left empty and pruned. */
+    static const char *const moved2[4] = {"P2", "1.2.3.2", "1.2.3.2.1", "1.2.3.2.1.1"};
+    store(moved2, 301);
+    struct deleted d = {0};
+    bool done;
+    int64_t last;
+    assert_int_equal(resources_changes(g_ar, 0, 100, deleted_cb, &d, &done, &last, &err), 0);
+    assert_int_equal(d.n, 1);
+    assert_int_equal(d.level[0], INDEX_PATIENT);
+    assert_string_equal(d.id[0], old_patient);
+    struct index_stats st;
+    assert_int_equal(resources_statistics(g_ar, &st, &err), 0);
+    assert_int_equal(st.patients, 1);
+    assert_int_equal(st.studies, 2);
+    assert_int_equal(st.instances, 5);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +392,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_and_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes_and_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_moved_study, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
