@@ -640,7 +640,7 @@ static bool begin(struct http_request *r, const char *url, const char *method)
     r->has_body = te != NULL || declared > 0;
 
     if (!route_find(r))
-        return true;
+        return r->resp != NULL; /* no memory for even the 404: close */
     if (r->has_body && !r->route->body)
         http_respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "this resource takes no request body");
     else if (r->has_body && r->route->max_body && cl_ok && declared > r->route->max_body)
