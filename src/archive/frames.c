@@ -413,8 +413,8 @@ int frames_bulk(struct frames_instance *fi, const char *rel, struct frames_piece
         if (!slash) {
             if (depth == 0 && tag == DCM_TAG_PIXEL_DATA && !fi->memory) {
                 int rc = frames_locate(fi, err);
-                if (rc)
-                    return rc;
+                if (rc) /* the stored file, not the path, is at fault */
+                    return rc == PACS_EINVAL ? PACS_EIO : rc;
                 if (fi->encapsulated) {
                     *encapsulated_pixels = true;
                     return 0;

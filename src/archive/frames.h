@@ -72,7 +72,8 @@ int frames_frame(struct frames_instance *fi, uint64_t number, struct frames_piec
  * value; *encapsulated_pixels is set (and *piece left empty) for
  * encapsulated Pixel Data, whose value is its frames (frames_frame).
  * PACS_EINVAL for a malformed path, PACS_ENOTFOUND for one that names no
- * element, or an element that is a sequence. */
+ * element, or an element that is a sequence; PACS_EIO when the stored
+ * Pixel Data does not fit its attributes. */
 int frames_bulk(struct frames_instance *fi, const char *rel, struct frames_piece *piece,
                 bool *encapsulated_pixels, struct pacs_err *err);
 

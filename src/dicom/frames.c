@@ -61,6 +61,12 @@ int dcm_pixel_geom_from_ds(const struct dcm_ds *ds, struct dcm_pixel_geom *g,
     g->frames = frames;
     /* At most 2^16 * 2^16 * 4 * 64 = 2^40 bits: no overflow. */
     g->frame_bits = rows * cols * spp * bits;
+    /* Native YBR_FULL_422 (PS3.3 C.7.6.3.1.2): two pixels share one Cb
+     * and one Cr, so a frame holds two samples per pixel, not three. */
+    char pi[32];
+    if (spp == 3 && dcm_ds_get_str(ds, DCM_TAG(0x0028, 0x0004), 0, pi, sizeof pi) == 0 &&
+        strcmp(pi, "YBR_FULL_422") == 0)
+        g->frame_bits = rows * cols * 2 * bits;
     return 0;
 }
 

@@ -50,7 +50,8 @@ struct dcm_pixel_geom {
     uint64_t frame_bits; /* bits of one frame */
 };
 
-/* Reads Rows, Columns, SamplesPerPixel (1 when absent), BitsAllocated and
+/* Reads Rows, Columns, SamplesPerPixel (1 when absent), BitsAllocated,
+ * PhotometricInterpretation (native YBR_FULL_422 holds 2 samples a pixel) and
  * NumberOfFrames (1 when absent or 0) from ds. PACS_EINVAL when one is
  * missing, not a number, zero, BitsAllocated not 1 or a multiple of 8, or
  * the frame size overflows; PACS_ELIMIT past PACS_MAX_FRAMES. */

@@ -29,6 +29,7 @@
 #include <strings.h>
 
 #include "archive/ingest.h"
+#include "dicom/dataset.h"
 #include "http/dicomweb.h"
 #include "http/multipart.h"
 #include "http/routes.h"
@@ -167,13 +168,12 @@ static int add_failure(struct stow *st, const char *sop_class, const char *sop_i
 {
     json_t *it = sop_ref(sop_class, sop_inst);
     if (!it || put_us(it, "00081197", reason) ||
-        (msg && msg[0] && put_str(it, "00000902", "LO", msg)) ||
-        json_array_append_new(st->failed, it)) {
-        if (it)
-            json_decref(it);
+        (msg && msg[0] && put_str(it, "00000902", "LO", msg))) {
+        json_decref(it);
         return PACS_ENOMEM;
     }
-    return 0;
+    /* json_array_append_new releases it whatever happens. */
+    return json_array_append_new(st->failed, it) ? PACS_ENOMEM : 0;
 }
 
 static bool is_warning(uint16_t status)
@@ -397,6 +397,12 @@ static void check_headers(struct http_request *r, struct stow *st)
     const char *hdr = http_req_header(r, "Content-Type");
     if (dw_choose_json_type(http_req_header(r, "Accept"), &st->type, &err)) {
         refuse(st, 406, "%s", err.msg);
+        return;
+    }
+    /* No instance can belong to a study whose UID is not a UID; and the
+     * value would reach the answer's JSON. */
+    if (st->expect_study && !dcm_uid_valid(st->expect_study, strlen(st->expect_study))) {
+        refuse(st, 400, "{study}: not a valid UID");
         return;
     }
     if (!hdr) {

@@ -114,10 +114,18 @@ out:
     return 0;
 }
 
+/* The accept= query parameter when given (PS3.18 8.3.3.1: it replaces the
+ * Accept header, for clients that cannot set headers), else the header. */
+static const char *accept_of(const struct http_request *r)
+{
+    const char *q = http_req_query(r, "accept");
+    return q ? q : http_req_header(r, "Accept");
+}
+
 static bool parse_accept(struct http_request *r, struct http_accept *acc)
 {
     struct pacs_err err = { 0 };
-    if (http_accept_parse(http_req_header(r, "Accept"), acc, &err) != 0) {
+    if (http_accept_parse(accept_of(r), acc, &err) != 0) {
         http_respond_error(r, 400, "%s", err.msg);
         return false;
     }
@@ -442,7 +450,7 @@ static int handle_metadata(struct http_request *r)
     if (!get_uids(r, &study, &series, &instance))
         return 0;
     const char *type = NULL;
-    int rc = dw_choose_json_type(http_req_header(r, "Accept"), &type, &err);
+    int rc = dw_choose_json_type(accept_of(r), &type, &err);
     if (rc)
         return rc == PACS_EUNSUPPORTED ? http_respond_error(r, 406, "%s", err.msg)
                                        : http_respond_error(r, 500, "out of memory");

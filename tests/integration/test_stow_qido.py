@@ -526,6 +526,10 @@ def test_accepted(arc):
                 data = b.replace(explicit, b"1.2.3.4.5.6.7.8.9.0\0", 1)
                 break
         checks.ok(data is not None, "an Explicit VR LE file to make private")
+        for bad in ("%FF", "1.2.x", "1" * 65):
+            st, _, j = stow(srv, [("application/dicom", ct)], study=bad)
+            checks.eq(st, 400, "STOW to /studies/%s: 400" % bad)
+        still_fine(srv, "bad study UIDs", 0)
         st, _, j = stow(srv, [("application/dicom", data or b"")])
         failed = seq(j, "00081198")
         checks.eq(st, 409, "private transfer syntax: 409")

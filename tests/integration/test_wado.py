@@ -574,6 +574,32 @@ for t in threads:
 checks.ok(len(results) == 72 and all(results), "72 concurrent retrieves, all complete",
           "%d of %d" % (sum(results), len(results)))
 
+# Native YBR_FULL_422: two samples a pixel (Cb and Cr shared by two
+# pixels), so a frame is Rows x Columns x 2 bytes, the stored value.
+ybr_path = os.path.join(PYDICOM, "SC_ybr_full_422_uncompressed.dcm")
+with open(ybr_path, "rb") as fp:
+    ybr_bytes = fp.read()
+c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+c.request("POST", "/instances", body=ybr_bytes, headers={"Content-Type": "application/dicom"})
+checks.eq(c.getresponse().status, 200, "YBR_FULL_422 file stored")
+c.close()
+ybr = pydicom.dcmread(ybr_path)
+ybr_url = "/dicom-web/studies/%s/series/%s/instances/%s" % (
+    ybr.StudyInstanceUID, ybr.SeriesInstanceUID, ybr.SOPInstanceUID)
+st, hd, body = get(ybr_url + "/frames/1")
+parts = multipart(hd.get("content-type", ""), body) if st == 200 else []
+checks.ok(len(parts) == 1 and parts[0][1] == ybr.PixelData,
+          "YBR_FULL_422 frame: the stored 2-samples-a-pixel bytes", "%d %s" % (st, body[:200]))
+st, hd, body = get(ybr_url + "/bulk/7FE00010", {"Accept": "application/octet-stream"})
+checks.ok(st == 200 and body == ybr.PixelData, "YBR_FULL_422 pixel bulk data", st)
+
+# accept= replaces the Accept header (PS3.18 8.3.3.1).
+st, hd, body = get(url("CT_small.dcm", "/metadata?accept=application/json"),
+                   {"Accept": "application/dicom+json"})
+checks.eq((st, hd.get("content-type")), (200, "application/json"), "metadata with accept=")
+st, hd, body = get(url("CT_small.dcm", "/metadata?accept=text/html"))
+checks.eq(st, 406, "metadata with accept=text/html: 406")
+
 # Still serving after all that.
 st, hd, body = get(url("CT_small.dcm"))
 parts = multipart(hd["content-type"], body) if st == 200 else []
