@@ -67,25 +67,6 @@ def small_data(patients):
     return n, dirs, studies
 
 
-def load(kind, srv, dirs, n, k):
-    last = [0.0, 0]
-
-    def progress(el):
-        c = L.count(kind, srv)
-        rate = (c - last[1]) / (el - last[0]) if el > last[0] else 0
-        last[0], last[1] = el, c
-        L.log("  %s: %d/%d stored after %.0f s (%.0f inst/s now)" % (kind, c, n, el, rate))
-
-    secs, rcs, errs = L.storescu_parallel(srv, [g for g in L.split(dirs, k) if g],
-                                          extra=("+sd",), progress=progress)
-    problems = ["load: storescu #%d exited %d: %s" % (i, rc, e.strip()[-300:])
-                for i, (rc, e) in enumerate(zip(rcs, errs)) if rc != 0]
-    got = L.count(kind, srv)
-    if got != n:
-        problems.append("load: %s holds %d instances, want %d" % (kind, got, n))
-    return secs, problems
-
-
 def check(pid, status, matches, studies):
     """None, or what is wrong with one answer."""
     if status != 0:
@@ -154,7 +135,7 @@ def main():
         srv = L.start(t)
         try:
             L.log("find: loading %d instances into %s (%d associations)..." % (n, t, a.parallel))
-            load_s, probs = load(t, srv, dirs, n, a.parallel)
+            load_s, probs = L.load_parallel(t, srv, L.split(dirs, a.parallel), n, ("+sd",))
             L.log("  %.1f s" % load_s)
             problems += ["%s %s" % (t, p) for p in probs]
             L.log("find: %d queries (+%d warm-up) on %s..." % (a.queries, a.warmup, t))

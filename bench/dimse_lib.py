@@ -342,3 +342,24 @@ def study_query(patient_id):
             elem(0x0008, 0x0061, b"") + elem(0x0010, 0x0010, b"") +
             elem(0x0010, 0x0020, patient_id) + elem(0x0020, 0x000D, b"") +
             elem(0x0020, 0x1208, b""))
+
+
+def load_parallel(kind, srv, groups, n, extra=()):
+    """storescu of every group at once (storescu_parallel), then checks the
+    count. Returns (seconds, [problems])."""
+    last = [0.0, 0]
+
+    def progress(el):
+        c = count(kind, srv)
+        rate = (c - last[1]) / (el - last[0]) if el > last[0] else 0
+        last[0], last[1] = el, c
+        log("  %s: %d/%d stored after %.0f s (%.0f inst/s now)" % (kind, c, n, el, rate))
+
+    secs, rcs, errs = storescu_parallel(srv, [g for g in groups if g], extra=extra,
+                                          progress=progress)
+    problems = ["load: storescu #%d exited %d: %s" % (i, rc, e.strip()[-300:])
+                for i, (rc, e) in enumerate(zip(rcs, errs)) if rc != 0]
+    got = count(kind, srv)
+    if got != n:
+        problems.append("load: %s holds %d instances, want %d" % (kind, got, n))
+    return secs, problems

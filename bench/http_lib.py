@@ -146,27 +146,6 @@ def split_multipart(content_type, body):
 
 # --- DIMSE loading (so that queries and retrieves do not depend on STOW) -------
 
-def load_dimse(kind, srv, groups, n, extra=()):
-    """storescu of every group at once (L.storescu_parallel), then checks the
-    count. Returns (seconds, [problems])."""
-    last = [0.0, 0]
-
-    def progress(el):
-        c = L.count(kind, srv)
-        rate = (c - last[1]) / (el - last[0]) if el > last[0] else 0
-        last[0], last[1] = el, c
-        L.log("  %s: %d/%d stored after %.0f s (%.0f inst/s now)" % (kind, c, n, el, rate))
-
-    secs, rcs, errs = L.storescu_parallel(srv, [g for g in groups if g], extra=extra,
-                                          progress=progress)
-    problems = ["load: storescu #%d exited %d: %s" % (i, rc, e.strip()[-300:])
-                for i, (rc, e) in enumerate(zip(rcs, errs)) if rc != 0]
-    got = L.count(kind, srv)
-    if got != n:
-        problems.append("load: %s holds %d instances, want %d" % (kind, got, n))
-    return secs, problems
-
-
 # --- wrk -----------------------------------------------------------------------
 
 WRK = "/usr/bin/wrk"

@@ -154,7 +154,7 @@ def main():
         try:
             L.log("qido: loading %d instances into %s over DIMSE (%d associations)..."
                   % (n, t, a.parallel))
-            r["load"], probs = H.load_dimse(t, srv, L.split(dirs, a.parallel), n, ("+sd",))
+            r["load"], probs = L.load_parallel(t, srv, L.split(dirs, a.parallel), n, ("+sd",))
             problems += ["%s %s" % (t, p) for p in probs]
             L.log("  %.1f s" % r["load"])
             L.log("qido: %d /studies?PatientID queries (+%d warm-up) on %s..." % (nq, a.warmup, t))

@@ -149,7 +149,7 @@ def main():
         srv, base = H.start(t)
         try:
             L.log("wado: loading %d instances into %s over DIMSE..." % (len(rows), t))
-            _, probs = H.load_dimse(t, srv, [[r[0] for r in rows]], len(rows))
+            _, probs = L.load_parallel(t, srv, [[r[0] for r in rows]], len(rows))
             problems += ["%s %s" % (t, p) for p in probs]
             conn = H.Conn(srv.http_port)
             for k, (path, rs) in what.items():

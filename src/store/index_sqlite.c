@@ -203,6 +203,14 @@ static void sb_cols(struct sb *s, const struct sq_index *ix, int lv, const char 
     }
 }
 
+/* Runs the SQL built in s; PACS_ENOMEM if building it ran out of memory. */
+static int sq_exec_sb(sqlite3 *db, struct sb *s, struct pacs_err *err)
+{
+    if (s->rc)
+        return pacs_err_set(err, s->rc, "index: out of memory");
+    return sq_exec(db, sb_str(s), err);
+}
+
 static int sq_prepare(sqlite3 *db, const char *sql, bool persistent, sqlite3_stmt **st,
                       struct pacs_err *err)
 {
@@ -284,12 +292,7 @@ static int sq_step_create(struct sq_index *ix, sqlite3 *db, struct pacs_err *err
                   "CREATE INDEX instances_parent ON instances(parent_id, %s);\n"
                   "CREATE UNIQUE INDEX instances_blob_key ON instances(blob_key);\n",
               col_name(ix->modality_col), col_name(ix->sop_class_col));
-    if ((rc = s.rc) != 0) {
-        pacs_err_set(err, rc, "index: out of memory");
-        goto out;
-    }
-    rc = sq_exec(db, sb_str(&s), err);
-out:
+    rc = sq_exec_sb(db, &s, err);
     dynbuf_free(&s.b);
     return rc;
 }
@@ -340,12 +343,7 @@ static int sq_step_public_ids(struct sq_index *ix, sqlite3 *db, struct pacs_err 
     sb_puts(&s, "CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
                 " change_type INTEGER NOT NULL, level INTEGER NOT NULL,"
                 " public_id TEXT NOT NULL, time INTEGER NOT NULL);\n");
-    if ((rc = s.rc) != 0) {
-        pacs_err_set(err, rc, "index: out of memory");
-        goto out;
-    }
-    rc = sq_exec(db, sb_str(&s), err);
-out:
+    rc = sq_exec_sb(db, &s, err);
     dynbuf_free(&s.b);
     return rc;
 }
@@ -438,12 +436,8 @@ static int sq_reconcile(struct sq_index *ix, sqlite3 *db, struct pacs_err *err)
         sb_printf(&s, "CREATE INDEX IF NOT EXISTS %s_%s ON %s(%s);\n", t, col_name(c), t,
                   col_name(c));
     }
-    if ((rc = s.rc) != 0) {
-        pacs_err_set(err, rc, "index: out of memory");
-        goto out;
-    }
-    if (s.b.len)
-        rc = sq_exec(db, sb_str(&s), err);
+    if (s.rc || s.b.len)
+        rc = sq_exec_sb(db, &s, err);
 out:
     dynbuf_free(&s.b);
     return rc;
