@@ -176,6 +176,7 @@ int http_accept_parse(const char *header, struct http_accept *out, struct pacs_e
     const char *p = header ? skip_ws(header) : "";
     int rc;
     out->n = 0;
+    out->n_excluded = 0;
     if (*p == '\0') {
         memset(&out->r[0], 0, sizeof out->r[0]);
         memcpy(out->r[0].type, "*/*", 4);
@@ -192,15 +193,18 @@ int http_accept_parse(const char *header, struct http_accept *out, struct pacs_e
         }
         if (*p == '\0')
             break;
-        if (n == PACS_MAX_ACCEPT_RANGES) {
+        if (n + out->n_excluded == PACS_MAX_ACCEPT_RANGES) {
             rc = pacs_err_set(err, PACS_ELIMIT, "Accept: more than %d media ranges",
                               PACS_MAX_ACCEPT_RANGES);
             goto fail;
         }
         if ((rc = parse_range(&p, &out->r[n], err)))
             goto fail;
-        if (out->r[n].q > 0)
+        if (out->r[n].q > 0) {
             n++;
+        } else {
+            memcpy(out->excluded[out->n_excluded++], out->r[n].type, sizeof out->r[n].type);
+        }
     }
     /* Stable insertion sort by q, highest first. */
     for (size_t i = 1; i < n; i++) {
@@ -216,7 +220,29 @@ int http_accept_parse(const char *header, struct http_accept *out, struct pacs_e
     return 0;
 fail:
     out->n = 0;
+    out->n_excluded = 0;
     return rc;
+}
+
+/* 2 for type/subtype, 1 for type/ANY, 0 for ANY/ANY. */
+static int specificity(const char *range)
+{
+    if (strcmp(range, "*/*") == 0)
+        return 0;
+    size_t n = strlen(range);
+    return n >= 2 && strcmp(range + n - 2, "/*") == 0 ? 1 : 2;
+}
+
+bool http_accept_allows(const struct http_accept *acc, const char *type)
+{
+    int best_ok = -1, best_no = -1;
+    for (size_t i = 0; i < acc->n; i++)
+        if (http_media_covers(acc->r[i].type, type) && specificity(acc->r[i].type) > best_ok)
+            best_ok = specificity(acc->r[i].type);
+    for (size_t i = 0; i < acc->n_excluded; i++)
+        if (http_media_covers(acc->excluded[i], type) && specificity(acc->excluded[i]) > best_no)
+            best_no = specificity(acc->excluded[i]);
+    return best_ok > best_no;
 }
 
 bool http_media_covers(const char *range, const char *type)

@@ -38,13 +38,24 @@ struct http_media_range {
 };
 
 struct http_accept {
-    struct http_media_range r[PACS_MAX_ACCEPT_RANGES];
+    struct http_media_range r[PACS_MAX_ACCEPT_RANGES]; /* q > 0, by q */
     size_t n;
+    /* The media types of the ranges with q=0 ("not this one"), for
+     * http_accept_allows. */
+    char excluded[PACS_MAX_ACCEPT_RANGES][HTTP_MEDIA_TYPE_MAX + 1];
+    size_t n_excluded;
 };
 
 /* Parses header; NULL or blank is one range star-slash-star (RFC 9110:
  * no Accept means anything). *out holds no ranges on error. */
 int http_accept_parse(const char *header, struct http_accept *out, struct pacs_err *err);
+
+/* True when the concrete type (lower case) is acceptable: the most specific
+ * range covering it (type/subtype, then type/ANY, then ANY/ANY; RFC 9110
+ * 12.5.1) does not have q=0 ("application/dicom+json;q=0, ANY/ANY" allows
+ * everything but DICOM JSON). An exclusion wins over an equally specific
+ * range. */
+bool http_accept_allows(const struct http_accept *acc, const char *type);
 
 /* True when media range `range` (star-slash-star, "image" slash star,
  * "image/jpeg") covers

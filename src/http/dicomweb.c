@@ -22,12 +22,8 @@ int dw_choose_json_type(const char *accept, const char **type, struct pacs_err *
     /* A malformed Accept is refused like one that names nothing we have:
      * either way no acceptable type can be found in it. */
     if (http_accept_parse(accept, acc, NULL) == 0) {
-        for (size_t i = 0; i < acc->n; i++) {
-            if (http_media_covers(acc->r[i].type, DW_MEDIA_DICOM_JSON))
-                dicom_json = true;
-            else if (http_media_covers(acc->r[i].type, DW_MEDIA_JSON))
-                json = true;
-        }
+        dicom_json = http_accept_allows(acc, DW_MEDIA_DICOM_JSON);
+        json = http_accept_allows(acc, DW_MEDIA_JSON);
     }
     free(acc);
     if (dicom_json)

@@ -38,6 +38,9 @@ static void test_accept_acceptable(void **state)
     assert_string_equal(choose("application/*"), DW_MEDIA_DICOM_JSON);
     assert_string_equal(choose("text/html,application/xhtml+xml,*/*;q=0.8"), DW_MEDIA_DICOM_JSON);
     assert_string_equal(choose("application/json"), DW_MEDIA_JSON);
+    /* A specific exclusion beats a wildcard (RFC 9110 12.5.1). */
+    assert_string_equal(choose("application/dicom+json;q=0, */*"), DW_MEDIA_JSON);
+    assert_string_equal(choose("application/dicom+json;q=0, application/*"), DW_MEDIA_JSON);
     assert_string_equal(choose("text/html, application/json ;q=0.5"), DW_MEDIA_JSON);
     /* Both: the DICOM type wins whatever the order. */
     assert_string_equal(choose("application/json, application/dicom+json"), DW_MEDIA_DICOM_JSON);
@@ -53,6 +56,7 @@ static void test_accept_refused(void **state)
     assert_null(choose("application/dicom+json;q=0"));
     assert_null(choose("application/dicom+json; q=0.000, application/json;q=0"));
     assert_null(choose("*/*;q=0"));
+    assert_null(choose("application/*;q=0, */*"));
     /* A media type that only starts like ours is another type. */
     assert_null(choose("application/dicom+jsonx"));
     assert_null(choose("application/jso"));
