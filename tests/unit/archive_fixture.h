@@ -112,4 +112,25 @@ static inline void fixture_insert(struct archive *ar, const struct fixture_rec *
     free(meta);
 }
 
+/* Indexes data sets with no files behind them (query tests): keys k000,
+ * k001..., Explicit VR LE, made-up sizes. Takes and frees ds[0..n). */
+static inline void fixture_insert_datasets(struct archive *ar, struct dcm_ds **ds, size_t n)
+{
+    struct fixture_rec *recs = calloc(n, sizeof *recs);
+    char (*keys)[16] = calloc(n, sizeof *keys);
+    assert_true(recs && keys);
+    for (size_t i = 0; i < n; i++) {
+        int k = snprintf(keys[i], sizeof keys[i], "k%03zu", i);
+        assert_true(k > 0 && (size_t)k < sizeof keys[i]);
+        recs[i] = (struct fixture_rec){ .ds = ds[i], .blob_key = keys[i],
+                                        .transfer_syntax = "1.2.840.10008.1.2.1",
+                                        .size = 1000 + i, .ds_offset = 300 };
+    }
+    fixture_insert(ar, recs, n);
+    for (size_t i = 0; i < n; i++)
+        dcm_ds_free(ds[i]);
+    free(recs);
+    free(keys);
+}
+
 #endif

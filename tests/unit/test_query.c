@@ -172,20 +172,10 @@ static int setup(void **state)
 {
     (void)state;
     fixture_open(g_dir, &g_cfg, &g_arch);
-    struct fixture_rec recs[N_INSTS];
     struct dcm_ds *ds[N_INSTS];
-    char keys[N_INSTS][16];
-    for (size_t i = 0; i < N_INSTS; i++) {
-        ds[i] = build_ds(&insts[i]);
-        int n = snprintf(keys[i], sizeof keys[i], "%s%03zu", "k", i);
-        assert_true(n > 0 && (size_t)n < sizeof keys[i]);
-        recs[i] = (struct fixture_rec){ .ds = ds[i], .blob_key = keys[i],
-                                        .transfer_syntax = "1.2.840.10008.1.2.1",
-                                        .size = 1000 + i, .ds_offset = 300 };
-    }
-    fixture_insert(g_arch, recs, N_INSTS);
     for (size_t i = 0; i < N_INSTS; i++)
-        dcm_ds_free(ds[i]);
+        ds[i] = build_ds(&insts[i]);
+    fixture_insert_datasets(g_arch, ds, N_INSTS);
     return 0;
 }
 
